@@ -1,0 +1,6 @@
+"""Posterior inference: NUTS, SVI and MAP over a model's unknowns (DESIGN §5)."""
+
+from .fit import METHODS, fit
+from .results import Fit, load_fit
+
+__all__ = ["fit", "Fit", "load_fit", "METHODS"]

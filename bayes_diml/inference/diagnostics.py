@@ -1,0 +1,72 @@
+"""Convergence diagnostics in plain words: R-hat, ESS, divergences, E-BFMI (ArviZ 1.x)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["diagnose", "EBFMI_MIN"]
+
+EBFMI_MIN = 0.3
+"""E-BFMI below this suggests the sampler explores the energy distribution poorly (Betancourt 2016)."""
+
+
+def _extreme(dataset, reducer) -> float:
+    values = [np.asarray(v.values, float).ravel() for v in dataset.data_vars.values()]
+    values = np.concatenate(values) if values else np.array([np.nan])
+    values = values[np.isfinite(values)]
+    return float(reducer(values)) if values.size else float("nan")
+
+
+def diagnose(fit) -> dict:
+    """Diagnostics of a ``Fit`` as a dict with a ``warnings`` list of sentences.
+
+    MCMC: max R-hat (rank-normalised), min bulk and tail ESS over the natural
+    parameters, the number of divergences, E-BFMI per chain. SVI and MAP have
+    no MCMC diagnostics; their optimisation summary is returned instead.
+    """
+    from .results import ESS_MIN, RHAT_MAX
+
+    out: dict = {"method": fit.method, "warnings": []}
+    if fit.method != "nuts":
+        out.update({k: fit.info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in fit.info})
+        out["warnings"].append(
+            f"{fit.method.upper()} gives an approximation without MCMC convergence diagnostics; "
+            "check key results with method='nuts' where the model is small enough."
+        )
+        if fit.method == "map" and fit.info.get("optimum_spread", 0.0) > 1.0:
+            out["warnings"].append(
+                f"The MAP restarts ended {fit.info['optimum_spread']:.2f} log-density units apart: "
+                "the objective has several optima; more restarts or steps may find a better one."
+            )
+        return out
+
+    import arviz as az
+
+    tree = fit.to_arviz()
+    names = fit.summary_variables()
+    out["max_rhat"] = _extreme(az.rhat(tree, var_names=names), np.max) if fit.num_chains > 1 else float("nan")
+    out["min_ess_bulk"] = _extreme(az.ess(tree, var_names=names, method="bulk"), np.min)
+    out["min_ess_tail"] = _extreme(az.ess(tree, var_names=names, method="tail"), np.min)
+    out["divergences"] = int(np.sum(fit.sample_stats["diverging"]))
+    ebfmi = np.asarray(az.bfmi(tree)["energy"].values if hasattr(az.bfmi(tree), "data_vars") else az.bfmi(tree), float)
+    out["ebfmi"] = [float(x) for x in np.ravel(ebfmi)]
+    out["mean_leapfrog_steps"] = float(np.mean(fit.sample_stats["n_steps"]))
+    w = out["warnings"]
+    if fit.num_chains < 2:
+        w.append("Only one chain: R-hat cannot be computed; run at least 4 chains to check convergence.")
+    elif out["max_rhat"] > RHAT_MAX:
+        w.append(f"R-hat reaches {out['max_rhat']:.3f} (> {RHAT_MAX}): the chains disagree; run longer warmup or more samples.")
+    if out["min_ess_bulk"] < ESS_MIN or out["min_ess_tail"] < ESS_MIN:
+        w.append(
+            f"Effective sample size is low (bulk {out['min_ess_bulk']:.0f}, tail {out['min_ess_tail']:.0f}; "
+            f"want >= {ESS_MIN}): intervals are noisy; draw more samples."
+        )
+    if out["divergences"] > 0:
+        w.append(
+            f"{out['divergences']} divergent transitions: the posterior has regions the sampler cannot follow; "
+            "raise target_accept (e.g. 0.95) or tighten priors."
+        )
+    if any(x < EBFMI_MIN for x in out["ebfmi"]):
+        w.append(f"E-BFMI below {EBFMI_MIN} in some chain: the sampler explores the energy poorly.")
+    out["ok"] = not w
+    return out

@@ -1,0 +1,79 @@
+"""``bayes_diml.fit``: one entry point for NUTS, SVI and MAP, returning a ``Fit``."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import numpy as np
+
+from .._random import as_key
+from ..errors import DataError
+from ..likelihood import as_arrays
+from ..model import Model
+from .numpyro_model import check_identifiable_setup, episode_log_likelihoods, numpyro_model
+from .results import Fit
+from .samplers import run_map, run_nuts, run_svi
+
+__all__ = ["fit", "METHODS"]
+
+METHODS = {"nuts": run_nuts, "svi": run_svi, "map": run_map}
+
+
+def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictive_draws: int = 200, **options) -> Fit:
+    """Posterior over the mechanism (and unknown learner parameters) given observed play.
+
+    Args:
+        model: from ``read_spec`` or built in Python.
+        data: ``Trajectories`` (validated against the model first).
+        method: ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
+            ``target_accept``, ``dense_mass``, ``max_tree_depth``, ``chain_method``),
+            ``"svi"`` (``guide`` = ``"normal"`` | ``"lowrank"``, ``steps``,
+            ``learning_rate``, ``num_samples``, ``rank``, ``num_particles``) or
+            ``"map"`` (``steps``, ``learning_rate``, ``restarts``, ``laplace``,
+            ``num_samples``).
+        seed: an int or a JAX key; recorded in the result.
+        posterior_predictive_draws: draws used for the posterior predictive
+            action frequencies (at most this many, spread over all draws).
+        **options: passed to the method; ``progress=False`` turns progress bars off.
+
+    Returns:
+        A ``Fit``.
+    """
+    from ..loading import check_data
+
+    if method not in METHODS:
+        raise DataError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    check_data(data, model)
+    check_identifiable_setup(model, data)
+    key = as_key(seed)
+    k_fit, k_ppc = jax.random.split(key)
+    actions, mask = as_arrays(data)
+    fn = functools.partial(numpyro_model, model)
+    start = time.perf_counter()
+    try:
+        posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, **options)
+    except TypeError as err:
+        raise DataError(f"fit(method={method!r}): {err}") from None
+    info["wall_seconds"] = time.perf_counter() - start
+    info["method"] = method
+    info["seed"] = seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist()
+    result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
+    _check_finite(result)
+    result.log_likelihood = np.asarray(
+        episode_log_likelihoods(model, result.params_draws(), actions, mask)
+    ).reshape(result.num_chains, result.num_draws, -1)
+    result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
+    return result
+
+
+def _check_finite(result: Fit) -> None:
+    for name, values in result.posterior.items():
+        values = np.asarray(values)
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            where = np.argwhere(~np.isfinite(values))[0]
+            raise FloatingPointError(
+                f"{result.method}: parameter '{name}' is not finite at (chain, draw) = {tuple(where[:2])}; "
+                "the fit diverged (try a smaller step size / learning rate, or tighter priors)"
+            )

@@ -1,0 +1,279 @@
+"""``Fit``: the posterior draws and everything computed from them.
+
+Layering (arviz-stats style): plain arrays in ``Fit`` -> an ArviZ 1.x
+``xarray.DataTree`` (``to_arviz``) -> user API (summary, diagnostics, queries,
+identifiability, counterfactuals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..model import Model
+
+__all__ = ["Fit", "load_fit", "RHAT_MAX", "ESS_MIN"]
+
+RHAT_MAX = 1.01
+"""R-hat above this is reported as a convergence warning (Vehtari et al. 2021)."""
+ESS_MIN = 400
+"""Bulk or tail ESS below this is reported as too few effective draws (Vehtari et al. 2021)."""
+
+
+@dataclasses.dataclass(eq=False)
+class Fit:
+    """Posterior draws of a model fitted to data.
+
+    Attributes:
+        model: the fitted model; data: the ``Trajectories``; method: ``nuts|svi|map``.
+        posterior: site name -> array ``(chain, draw, ...)`` (sampled coordinates
+            and natural parameters).
+        sample_stats: NUTS statistics ``(chain, draw)`` or ``None``.
+        info: settings, timings, seed and method-specific results.
+        log_likelihood: per-episode log-likelihood ``(chain, draw, episode)``.
+        posterior_predictive: ``{"action_frequency": (chain, draw', round, action),
+            "draw": (draw',)}``, simulated on a thinned subset of draws.
+    """
+
+    model: Model
+    data: Any
+    method: str
+    posterior: dict[str, np.ndarray]
+    sample_stats: dict[str, np.ndarray] | None
+    info: dict[str, Any]
+    log_likelihood: np.ndarray | None = None
+    posterior_predictive: dict[str, np.ndarray] | None = None
+
+    # ------------------------------------------------------------ shapes
+    @property
+    def num_chains(self) -> int:
+        return int(next(iter(self.posterior.values())).shape[0]) if self.posterior else 1
+
+    @property
+    def num_draws(self) -> int:
+        return int(next(iter(self.posterior.values())).shape[1]) if self.posterior else 1
+
+    @property
+    def num_total_draws(self) -> int:
+        return self.num_chains * self.num_draws
+
+    def params_draws(self, index=None) -> dict:
+        """Natural parameters of every draw: ``{"mechanism": {...}, "learner": {...}}``
+        with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
+        S = self.num_total_draws
+        mechanism = {}
+        for name, shape in self.model.mechanism.param_shapes().items():
+            mechanism[name] = jnp.asarray(np.reshape(self.posterior[name], (S, *shape)))
+        learner = {}
+        for name in self.model.learner.param_names:
+            if name in self.posterior:
+                learner[name] = jnp.asarray(np.reshape(self.posterior[name], (S, *np.shape(self.posterior[name])[2:])))
+            else:
+                learner[name] = jnp.full((S,), float(self.model.fixed_learner_params[name]))
+        params = {"mechanism": mechanism, "learner": learner}
+        if index is not None:
+            params = jax.tree.map(lambda v: v[np.asarray(index)], params)
+        return params
+
+    def thinned_index(self, max_draws: int) -> np.ndarray:
+        """Flat indices of at most ``max_draws`` draws spread evenly over every chain."""
+        per_chain = max(1, min(self.num_draws, math.ceil(max_draws / self.num_chains)))
+        within = np.unique(np.linspace(0, self.num_draws - 1, per_chain).round().astype(int))
+        return (np.arange(self.num_chains)[:, None] * self.num_draws + within[None, :]).reshape(-1)
+
+    # ------------------------------------------------------ predictive
+    def simulate_frequencies(self, key, max_draws: int = 200, batch_size: int = 16) -> dict:
+        """Posterior predictive action frequencies per round (over episodes and agents).
+
+        For a thinned subset of draws, simulates as many episodes and rounds as the
+        data have (everyone present) and returns ``{"action_frequency": (chain,
+        draw', round, action), "draw": draw indices}``.
+        """
+        from ..simulate import simulate_arrays
+
+        index = self.thinned_index(max_draws)
+        params = self.params_draws(index)
+        E, T = self.data.num_episodes, self.data.num_rounds
+        A = self.model.num_actions
+        keys = jax.random.split(key, index.size)
+        model = self.model
+
+        @jax.jit
+        def frequencies(params, keys):
+            def one(args):
+                p, k = args
+                actions = simulate_arrays(model, p, k, E, T)
+                return jax.nn.one_hot(actions, A).mean(axis=(0, 2))
+
+            return jax.lax.map(one, (params, keys), batch_size=batch_size)
+
+        freq = np.asarray(frequencies(params, keys))
+        per_chain = index.size // self.num_chains
+        return {
+            "action_frequency": freq.reshape(self.num_chains, per_chain, T, A),
+            "draw": (index[:per_chain] % self.num_draws),
+        }
+
+    def observed_frequencies(self) -> np.ndarray:
+        """Observed action frequencies per round over present entries, ``(round, action)``."""
+        onehot = np.eye(self.model.num_actions)[self.data.actions] * (~self.data.mask)[..., None]
+        counts = onehot.sum(axis=(0, 2))
+        present = (~self.data.mask).sum(axis=(0, 2))[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(present > 0, counts / np.maximum(present, 1), np.nan)
+
+    # ----------------------------------------------------------- ArviZ
+    def _dims(self) -> dict[str, list[str]]:
+        n, A = self.model.num_agents, self.model.num_actions
+        dims = {}
+        for name, values in self.posterior.items():
+            shape = np.shape(values)[2:]
+            if shape == (A,):
+                dims[name] = ["action"]
+            elif shape == (n,):
+                dims[name] = ["agent"]
+            elif name == "payoffs" and shape == (A**n, n):
+                dims[name] = ["joint", "agent"]
+        return dims
+
+    def coords(self) -> dict[str, list]:
+        d = self.data
+        return {
+            "episode": list(d.episode_labels),
+            "round": list(range(d.first_round, d.first_round + d.num_rounds)),
+            "agent": list(d.agent_labels),
+            "action": list(d.action_labels),
+        }
+
+    def to_arviz(self):
+        """The fit as an ArviZ 1.x ``xarray.DataTree``.
+
+        Groups: posterior, sample_stats (NUTS), log_likelihood (``actions``, dims
+        chain, draw, episode), posterior_predictive (``action_frequency``, dims
+        chain, draw, round, action), observed_data (actions, mask, action
+        frequencies) and constant_data (fixed learner parameters; the spec in attrs).
+        """
+        import xarray as xr
+
+        from ..spec import model_to_toml
+
+        coords = self.coords()
+        tree = xr.DataTree()
+        tree.attrs.update(
+            {"method": self.method, "spec": model_to_toml(self.model), "info": json.dumps(_jsonable(self.info))}
+        )
+        tree["posterior"] = _group("posterior", self.posterior, self._dims(), coords)
+        if self.sample_stats is not None:
+            tree["sample_stats"] = _group("sample_stats", self.sample_stats, {}, coords)
+        if self.log_likelihood is not None:
+            tree["log_likelihood"] = _group("log_likelihood", {"actions": self.log_likelihood}, {"actions": ["episode"]}, coords)
+        if self.posterior_predictive is not None:
+            pp = self.posterior_predictive
+            tree["posterior_predictive"] = _group(
+                "posterior_predictive",
+                {"action_frequency": pp["action_frequency"]},
+                {"action_frequency": ["round", "action"]},
+                {**coords, "draw": [int(d) for d in np.asarray(pp["draw"])]},
+            )
+        tree["observed_data"] = _group(
+            "observed_data",
+            {"actions": self.data.actions, "mask": self.data.mask, "action_frequency": self.observed_frequencies()},
+            {"actions": ["episode", "round", "agent"], "mask": ["episode", "round", "agent"], "action_frequency": ["round", "action"]},
+            coords,
+        )
+        fixed = {k: np.asarray(v) for k, v in self.model.fixed_learner_params.items()}
+        tree["constant_data"] = _group("constant_data", fixed or {"num_actions": np.asarray(self.model.num_actions)}, {}, coords)
+        return tree
+
+    # ------------------------------------------------------- summaries
+    def summary_variables(self) -> list[str]:
+        """Natural mechanism parameters and unknown learner parameters (small ones first)."""
+        names = [n for n in self.model.mechanism.param_shapes() if np.prod(self.model.mechanism.param_shapes()[n]) <= 500]
+        names += [n for n in self.model.learner_priors]
+        return names or list(self.posterior)[:5]
+
+    def summary(self, var_names=None):
+        """ArviZ summary (numbers, not strings) of the natural parameters."""
+        import arviz as az
+
+        return az.summary(self.to_arviz(), var_names=var_names or self.summary_variables(), round_to="none")
+
+    def diagnostics(self) -> dict:
+        """R-hat, bulk/tail ESS, divergences and E-BFMI, with plain-words warnings."""
+        from .diagnostics import diagnose
+
+        return diagnose(self)
+
+    # ------------------------------------------------ derived quantities
+    def payoff_differences(self, queries):
+        """Posterior of payoff differences; see ``bayes_diml.inference.queries``."""
+        from .queries import payoff_differences
+
+        return payoff_differences(self, queries)
+
+    def identifiability(self, queries=None):
+        """Identifiability report; see ``bayes_diml.inference.identifiability``."""
+        from .identifiability import identifiability_report
+
+        return identifiability_report(self, queries)
+
+    def counterfactual(self, *, mechanism=None, learner=None, num_episodes, num_rounds, seed, max_draws=200):
+        """Credible counterfactual play; see ``bayes_diml.inference.counterfactual``."""
+        from .counterfactual import counterfactual
+
+        return counterfactual(
+            self, mechanism=mechanism, learner=learner, num_episodes=num_episodes, num_rounds=num_rounds,
+            seed=seed, max_draws=max_draws,
+        )
+
+    # --------------------------------------------------------- storage
+    def save(self, directory, overwrite: bool = False) -> Path:
+        """Write the fit to a run folder of plain files (netCDF, CSV, JSON, TOML).
+
+        Written to a temporary folder and renamed into place, so an interrupted
+        save leaves no half-written folder.
+        """
+        from .storage import save_fit
+
+        return save_fit(self, directory, overwrite=overwrite)
+
+
+def load_fit(directory) -> Fit:
+    """Read a run folder written by ``Fit.save`` (no pickle anywhere)."""
+    from .storage import load_fit as _load
+
+    return _load(directory)
+
+
+def _group(name: str, variables: dict, dims: dict, coords: dict):
+    """One DataTree group built by ``arviz.from_dict`` (dims given per group)."""
+    import arviz as az
+
+    used = {d for v in dims.values() for d in v} | {"draw"}
+    tree = az.from_dict(
+        {name: {k: np.asarray(v) for k, v in variables.items()}},
+        coords={k: v for k, v in coords.items() if k in used},
+        dims=dims,
+    )
+    return tree[name]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value

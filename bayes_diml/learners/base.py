@@ -1,0 +1,84 @@
+"""The learner interface: every learning rule is a linear recurrence in its state.
+
+A learner is a NamedTuple of pure functions (optax/blackjax style). Its state
+``Q`` (shape ``(num_agents, num_actions)``) evolves as
+
+    Q_{t+1} = decay_t * Q_t + drive_t
+
+where ``(decay_t, drive_t) = transition(params, U_t, a_t, t)`` may depend on the
+round's counterfactual payoffs ``U_t`` and actions ``a_t``, but never on ``Q``.
+Under teacher forcing (likelihood) ``U_t`` and ``a_t`` are observed, so the whole
+path of ``Q`` is a first-order linear recurrence solved by
+``jax.lax.associative_scan`` (DESIGN §2); in simulation the same
+``step_coefficients`` drives a sequential ``lax.scan``. The two cannot drift
+apart because they call the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
+
+from .._types import Array, Params
+
+__all__ = ["Learner", "step_coefficients", "apply_step", "per_agent"]
+
+
+class Learner(NamedTuple):
+    """A learning rule.
+
+    Attributes:
+        name: the rule's name in specs (``[learner] rule = ...``).
+        param_names: names of its parameters.
+        shift_invariant: True when adding any ``g_i(a_-i)`` to every own action's
+            payoff leaves the likelihood unchanged (full-information learners):
+            the payoff gauge must then be fixed (DESIGN §3).
+        init: ``(params, num_agents, num_actions) -> Q_0``.
+        log_policy: ``(params, Q, t) -> log pi_t``, both ``(..., num_agents, num_actions)``.
+        transition: ``(params, U, actions, t) -> (decay, drive)``, each broadcastable
+            to ``(num_agents, num_actions)``.
+        check_params: ``(params, where) -> None``, raises ``SpecError`` on values
+            outside the parameter's domain.
+    """
+
+    name: str
+    param_names: tuple[str, ...]
+    shift_invariant: bool
+    init: Callable[[Params, int, int], Array]
+    log_policy: Callable[[Params, Array, Array], Array]
+    transition: Callable[[Params, Array, Array, Array], tuple[Array, Array]]
+    check_params: Callable[[Params, str], None]
+
+
+def per_agent(value) -> Array:
+    """Broadcast a scalar or per-agent ``(num_agents,)`` parameter against ``(num_agents, num_actions)``."""
+    value = jnp.asarray(value)
+    return value[..., None] if value.ndim >= 1 else value
+
+
+def step_coefficients(learner: Learner, params: Params, U: Array, actions: Array, present: Array, t) -> tuple[Array, Array]:
+    """The learner's ``(decay, drive)`` for one round, with absent agents frozen.
+
+    An agent that did not play (``present[i]`` False) keeps its state:
+    ``decay = 1``, ``drive = 0`` (DESIGN §2).
+
+    Args:
+        U: ``(num_agents, num_actions)`` counterfactual payoffs of the round.
+        actions: ``(num_agents,)`` int; present: ``(num_agents,)`` bool; t: round index.
+
+    Returns:
+        ``(decay, drive)``, each ``(num_agents, num_actions)``.
+    """
+    decay, drive = learner.transition(params, U, actions, t)
+    shape = U.shape
+    keep = present[:, None]
+    decay = jnp.where(keep, jnp.broadcast_to(decay, shape), 1.0)
+    drive = jnp.where(keep, jnp.broadcast_to(drive, shape), 0.0)
+    return decay, drive
+
+
+def apply_step(coefficients: tuple[Array, Array], Q: Array) -> Array:
+    """``Q_{t+1} = decay * Q_t + drive``."""
+    decay, drive = coefficients
+    return decay * Q + drive

@@ -1,0 +1,100 @@
+"""Logit-Q learning, the learner of the DIML paper (An & Du 2026, §3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._types import Array, Params
+from .base import Learner, per_agent
+
+__all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax"]
+
+
+def log_policy_epsilon_softmax(beta, eps, Q: Array) -> Array:
+    """``log pi = log((1 - eps) softmax(beta Q) + eps / A)`` computed in log space.
+
+    ``logaddexp(log1p(-eps) + log_softmax(beta Q), log(eps / A))``; where
+    ``eps == 0`` the plain ``log_softmax(beta Q)`` is used, so there is no
+    ``log(0)`` and no NaN gradient (DESIGN §2).
+
+    Args:
+        beta, eps: scalars or per-agent ``(num_agents,)`` arrays.
+        Q: ``(..., num_agents, num_actions)``.
+    """
+    A = Q.shape[-1]
+    log_soft = jax.nn.log_softmax(per_agent(beta) * Q, axis=-1)
+    if _concrete_zero(eps):
+        return log_soft
+    eps = per_agent(eps)
+    positive = eps > 0
+    safe_eps = jnp.where(positive, eps, 0.5)
+    mixed = jnp.logaddexp(jnp.log1p(-safe_eps) + log_soft, jnp.log(safe_eps / A))
+    return jnp.where(positive, mixed, log_soft)
+
+
+def _concrete_zero(value) -> bool:
+    """True when ``value`` is a known (not traced) array of zeros."""
+    try:
+        return bool(np.all(np.asarray(value) == 0))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return False
+
+
+def _check(params: Params, where: str, step_name: str) -> None:
+    from ..errors import SpecError
+
+    rules = {
+        "beta": (lambda v: v > 0, "beta must be > 0"),
+        "eps": (lambda v: (v >= 0) & (v < 1), "eps must be in [0, 1)"),
+        "alpha": (lambda v: (v > 0) & (v <= 1), "alpha must be in (0, 1]"),
+        "c": (lambda v: v >= 1, "c must be >= 1 (so that alpha_t = 1/(t + c) <= 1)"),
+    }
+    for name in ("beta", "eps", step_name):
+        value = np.asarray(params[name], dtype=float)
+        ok, msg = rules[name]
+        if not np.all(np.isfinite(value)) or not np.all(ok(value)):
+            raise SpecError(f"{where}: learner parameter '{name}' = {value.tolist()}: {msg}")
+
+
+def _make(name: str, step_name: str, step_size) -> Learner:
+    def init(params, num_agents, num_actions):
+        if "q0" in params:
+            return jnp.broadcast_to(params["q0"], (num_agents, num_actions))
+        return jnp.zeros((num_agents, num_actions))
+
+    def log_policy(params, Q, t):
+        return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
+
+    def transition(params, U, actions, t):
+        alpha = per_agent(step_size(params, t))
+        return 1.0 - alpha, alpha * U
+
+    return Learner(
+        name=name,
+        param_names=("beta", "eps", step_name),
+        shift_invariant=True,
+        init=init,
+        log_policy=log_policy,
+        transition=transition,
+        check_params=lambda params, where="learner": _check(params, where, step_name),
+    )
+
+
+logit_q = _make("logit_q", "alpha", lambda params, t: params["alpha"])
+"""Logit-Q with a constant step (DESIGN §2)::
+
+    pi_t(. | i) = (1 - eps) softmax(beta Q_t[i]) + eps / A
+    Q_{t+1}     = (1 - alpha) Q_t + alpha U_t,     Q_0 = 0
+
+Parameters ``alpha`` in (0, 1], ``beta`` > 0, ``eps`` in [0, 1); each a scalar
+or a per-agent ``(num_agents,)`` array. Full-information: shift invariant.
+Source: An & Du (2026), "DIML", arXiv 2601.17678, §3.
+"""
+
+logit_q_decreasing = _make("logit_q_decreasing", "c", lambda params, t: 1.0 / (t + params["c"]))
+"""Logit-Q with the decreasing step ``alpha_t = 1 / (t + c)`` (stochastic smooth
+fictitious play; Fudenberg & Levine 1998, ch. 4): ``Q_t`` is then a weighted
+running mean of past counterfactual payoffs. Parameters ``c`` >= 1, ``beta``, ``eps``.
+"""

@@ -1,0 +1,55 @@
+"""Read observed play from a file and check it against a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DataError
+from .model import Model
+
+__all__ = ["load_data", "check_data"]
+
+_READERS = {".csv": "from_csv", ".parquet": "from_parquet", ".pq": "from_parquet"}
+
+
+def load_data(path, model: Model | None = None):
+    """Read a long-format CSV or Parquet file (``episode,round,agent,action[,payoff]``).
+
+    With a model, string action labels are coded in the spec's ``action_labels``
+    order and the data are checked against the model (agent and action counts,
+    agents absent mid-episode for joint families).
+
+    Raises:
+        DataError: naming the file, line and column of the first problem.
+    """
+    from .trajectories import Trajectories
+
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unknown data format '{path.suffix}'; expected .csv or .parquet")
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    kwargs = {}
+    if model is not None:
+        kwargs = {"num_actions": model.num_actions, "action_labels": model.action_labels}
+    data = getattr(Trajectories, reader)(path, **kwargs)
+    if model is not None:
+        check_data(data, model, source=str(path))
+    return data
+
+
+def check_data(data, model: Model, source: str = "data") -> None:
+    """Raise ``DataError`` if ``data`` contradicts ``model`` (see ``Trajectories.check_against``)."""
+    data.check_against(
+        num_agents=model.num_agents,
+        num_actions=model.num_actions,
+        allows_absence=model.mechanism.allows_absence,
+        family=model.mechanism.family,
+        source=source,
+    )
+    if model.agent_labels is not None and tuple(model.agent_labels) != tuple(data.agent_labels):
+        raise DataError(
+            f"{source}: agent labels {list(data.agent_labels)} differ from the spec's agent_labels "
+            f"{list(model.agent_labels)}"
+        )

@@ -1,0 +1,101 @@
+"""Anonymous (count-based) games with a neural payoff: hundreds to millions of agents."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Params, PRNGKey
+from .base import (
+    Mechanism,
+    dense_stack_shapes,
+    init_dense_stack,
+    mlp,
+    positive_number,
+    present_counts,
+    sample_dense_stack,
+)
+
+__all__ = ["Anonymous"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Anonymous(Mechanism):
+    """``M(a)_i = f(a_i, x_i)`` with ``x_i = counts_{-i} / (N - 1)`` the opponents'
+    action shares (N present agents) and ``f`` an MLP over ``[emb(a_i); x_i]``
+    with ReLU hidden layers (An & Du 2026, E7: embedding ``min(32, max(12, A))``,
+    two ReLU layers of 256).
+
+    Counterfactuals through the ``A x A`` table of DESIGN §4: ``counts_{-i}``
+    depends on agent i only through ``a_i``, so with
+    ``F[c, k] = f(k, (counts - e_c) / (N - 1))`` we have ``U[i, k] = F[a_i, k]``.
+    The first layer splits, ``W [emb(k); x] = W_e emb(k) + W_x x``, so the table
+    costs ``O(A**2 H**2)`` whatever n is; only the final gather is ``O(n A)``.
+
+    Gauge: ``f`` can add any function of the opponents' shares to all own actions
+    (the last layer's bias, for one), which full-information learners cannot see;
+    only differences ``f(k, x) - f(k', x)`` are identified. Absent agents are not
+    counted.
+    """
+
+    hidden: tuple[int, ...] = (256, 256)
+    embed_dim: int | None = None
+
+    family = "anonymous"
+    allows_absence = True
+    counts_context = True
+    prior_options = frozenset({"weight_scale"})
+
+    def sample_prior(self, options, fix_gauge):
+        """As the neural family: ``embed ~ Normal(0, 1)``, weights ``~ Normal(0,
+        weight_scale / sqrt(fan_in))``, the output bias pinned at 0 when the gauge is fixed."""
+        import numpyro
+        import numpyro.distributions as dist
+
+        shape = self.param_shapes()["embed"]
+        params = {"embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(shape).to_event(2))}
+        params.update(sample_dense_stack("", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge))
+        return params
+
+    @property
+    def embedding_size(self) -> int:
+        return self.embed_dim or min(32, max(12, self.num_actions))
+
+    def _sizes(self):
+        return [self.embedding_size + self.num_actions, *self.hidden, 1]
+
+    def param_shapes(self):
+        shapes = {"embed": (self.num_actions, self.embedding_size)}
+        shapes.update(dense_stack_shapes("", self._sizes()))
+        return shapes
+
+    def init_params(self, key: PRNGKey) -> Params:
+        k_embed, k_net = jax.random.split(key)
+        params = {"embed": jax.random.normal(k_embed, self.param_shapes()["embed"])}
+        params.update(init_dense_stack(k_net, "", self._sizes()))
+        return params
+
+    def payoff_function(self, params, own_action, shares):
+        """``f(k, x)`` for arrays of own actions ``(...,)`` and shares ``(..., A)``."""
+        x = jnp.concatenate([params["embed"][own_action], shares], axis=-1)
+        return mlp(params, "", x, len(self._sizes()) - 1, jax.nn.relu)[..., 0]
+
+    def table(self, params, counts, num_present):
+        """``F[c, k] = f(k, (counts - e_c) / (N - 1))``, shape ``(A, A)``."""
+        A, E = self.num_actions, self.embedding_size
+        shares = (counts[None, :] - jnp.eye(A)) / jnp.maximum(num_present - 1.0, 1.0)  # (A_c, A)
+        w0 = params["w0"]
+        own_part = params["embed"] @ w0[:E]  # (A_k, H)
+        context_part = shares @ w0[E:]  # (A_c, H)
+        h = own_part[None, :, :] + context_part[:, None, :] + params["b0"]  # (A_c, A_k, H)
+        num_layers = len(self._sizes()) - 1
+        for layer in range(1, num_layers):
+            h = jax.nn.relu(h) @ params[f"w{layer}"] + params[f"b{layer}"]
+        return h[..., 0]
+
+    def counterfactual_payoffs(self, params, joint_action, present=None):
+        counts, _ = present_counts(joint_action, present, self.num_actions)
+        num_present = counts.sum()
+        return self.table(params, counts, num_present)[joint_action]

@@ -1,0 +1,250 @@
+"""The mechanism interface shared by every family.
+
+A mechanism maps a joint action ``a`` (shape ``(num_agents,)``) to payoffs
+``M(a)`` (shape ``(num_agents,)``). Its parameters are a flat ``dict`` of arrays
+(a PyTree); the family object itself only holds static configuration (sizes,
+feature tables), so it can be closed over by jitted code.
+
+Every family provides ``counterfactual_payoffs(params, a, present)``: entry
+``[i, k]`` is the payoff agent ``i`` would have received had it played ``k``
+while everybody else played ``a_{-i}`` (DESIGN §2, full-information feedback)::
+
+    U[i, k] = M(k, a_{-i})_i
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._types import Array, Params, PRNGKey
+
+__all__ = [
+    "Mechanism",
+    "present_counts",
+    "mlp",
+    "dense_stack_shapes",
+    "init_dense_stack",
+    "sample_site",
+    "sample_dense_stack",
+    "positive_number",
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Mechanism:
+    """Base class of mechanism families (static configuration only).
+
+    Attributes:
+        num_agents: n.
+        num_actions: A.
+
+    Class attributes:
+        family: the name used in specs (``[mechanism] family = ...``).
+        allows_absence: whether payoffs are defined when some agents did not
+            play a round (DESIGN §2). Joint families (tabular, neural) need every
+            agent in every round that anybody played.
+        counts_context: True when an agent's payoffs depend on the others only
+            through their action counts (the "opponent context" is then the
+            count vector, e.g. for support checks).
+        prior_options: keys this family accepts in ``[mechanism.prior]``.
+    """
+
+    num_agents: int
+    num_actions: int
+
+    family: ClassVar[str] = ""
+    allows_absence: ClassVar[bool] = False
+    counts_context: ClassVar[bool] = False
+    prior_options: ClassVar[frozenset[str]] = frozenset()
+
+    # ----------------------------------------------------------------- params
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of every parameter array, keyed by name."""
+        raise NotImplementedError
+
+    def init_params(self, key: PRNGKey) -> Params:
+        """Random parameters (used as a starting point, or as a random truth)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- payoffs
+    def payoffs(self, params: Params, joint_action: Array, present: Array | None = None) -> Array:
+        """Payoffs of a joint action.
+
+        Args:
+            params: the family's parameters.
+            joint_action: int array ``(num_agents,)``.
+            present: bool array ``(num_agents,)``; absent agents do not count in
+                the others' payoffs. ``None`` means everybody played.
+
+        Returns:
+            ``(num_agents,)`` payoffs (entries of absent agents are meaningless).
+        """
+        cf = self.counterfactual_payoffs(params, joint_action, present)
+        return jnp.take_along_axis(cf, joint_action[:, None], axis=1)[:, 0]
+
+    def counterfactual_payoffs(
+        self, params: Params, joint_action: Array, present: Array | None = None
+    ) -> Array:
+        """``U[i, k] = M(k, a_{-i})_i``, shape ``(num_agents, num_actions)``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- priors
+    def sample_prior(self, options: dict, fix_gauge: bool) -> Params:
+        """Sample the parameters under NumPyro (call inside a model).
+
+        The sampled coordinates are the family's gauge-fixed, sampler-friendly
+        parameterisation; the natural parameters (those of ``param_shapes``) are
+        returned, and recorded as deterministic sites where they differ.
+
+        Args:
+            options: the ``[mechanism.prior]`` table (validated against
+                ``prior_options``).
+            fix_gauge: True when the learner cannot see per-context payoff shifts
+                (DESIGN §3), so directions it cannot see are pinned.
+        """
+        raise NotImplementedError
+
+    def check_prior_options(self, options: dict, where: str = "[mechanism.prior]") -> None:
+        """Raise ``SpecError`` naming an unknown ``[mechanism.prior]`` key."""
+        from ..errors import SpecError
+        import difflib
+
+        for key in options:
+            if key not in self.prior_options:
+                close = difflib.get_close_matches(key, sorted(self.prior_options), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise SpecError(
+                    f"{where}: unknown key '{key}' for the {self.family} family{hint}; "
+                    f"allowed: {sorted(self.prior_options)}"
+                )
+
+    # ---------------------------------------------------------------- helpers
+    def check_params(self, params: Params, where: str = "params") -> None:
+        """Raise ``SpecError`` if ``params`` lacks a key or has a wrong shape."""
+        from ..errors import SpecError
+
+        shapes = self.param_shapes()
+        missing = sorted(set(shapes) - set(params))
+        extra = sorted(set(params) - set(shapes))
+        if missing or extra:
+            raise SpecError(
+                f"{where}: the {self.family} family expects parameters {sorted(shapes)}; "
+                f"missing {missing}, unexpected {extra}"
+            )
+        for name, shape in shapes.items():
+            got = tuple(np.shape(params[name]))
+            if got != tuple(shape):
+                raise SpecError(f"{where}: parameter '{name}' has shape {got}, expected {tuple(shape)}")
+            if not np.all(np.isfinite(np.asarray(params[name], dtype=float))):
+                raise SpecError(f"{where}: parameter '{name}' has non-finite entries")
+
+
+def present_counts(joint_action: Array, present: Array | None, num_actions: int) -> tuple[Array, Array]:
+    """Action counts among present agents, and each agent's opponents' counts.
+
+    Returns:
+        counts: ``(num_actions,)``; counts_minus: ``(num_agents, num_actions)``,
+        ``counts - onehot(a_i)`` for present agents (``counts`` for absent ones).
+    """
+    onehot = jax.nn.one_hot(joint_action, num_actions)
+    if present is not None:
+        onehot = onehot * present[:, None].astype(onehot.dtype)
+    counts = onehot.sum(axis=0)
+    return counts, counts[None, :] - onehot
+
+
+def mlp(params: Params, prefix: str, x: Array, num_layers: int, activation) -> Array:
+    """Dense layers ``{prefix}w{l}``, ``{prefix}b{l}``; activation on all but the last."""
+    for layer in range(num_layers):
+        x = x @ params[f"{prefix}w{layer}"] + params[f"{prefix}b{layer}"]
+        if layer < num_layers - 1:
+            x = activation(x)
+    return x
+
+
+def torch_default_dense(key: PRNGKey, fan_in: int, fan_out: int) -> tuple[Array, Array]:
+    """A dense layer at PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    The paper's random true networks are drawn this way (DESIGN §6).
+    """
+    bound = 1.0 / np.sqrt(fan_in)
+    kw, kb = jax.random.split(key)
+    w = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
+    b = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
+    return w, b
+
+
+def dense_stack_shapes(prefix: str, sizes: list[int]) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of dense layers mapping ``sizes[0] -> ... -> sizes[-1]``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"{prefix}w{layer}"] = (fan_in, fan_out)
+        shapes[f"{prefix}b{layer}"] = (fan_out,)
+    return shapes
+
+
+def init_dense_stack(key: PRNGKey, prefix: str, sizes: list[int]) -> Params:
+    """PyTorch-default initialisation of a dense stack (see ``dense_stack_shapes``)."""
+    params: Params = {}
+    keys = jax.random.split(key, len(sizes) - 1)
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        params[f"{prefix}w{layer}"], params[f"{prefix}b{layer}"] = torch_default_dense(keys[layer], fan_in, fan_out)
+    return params
+
+
+# ------------------------------------------------------------------ priors
+def sample_site(name: str, options: dict, default: dict, shape: tuple[int, ...], where: str = "[mechanism.prior]"):
+    """``numpyro.sample(name, prior)`` of an array of ``shape`` i.i.d. entries.
+
+    The prior is ``options[name]`` (an inline table, e.g. ``{dist = "normal",
+    loc = 0, scale = 1}``) if the spec gives one, else ``default``.
+    """
+    import numpyro
+
+    from ..priors import Prior
+
+    prior = Prior.parse(options.get(name, default), f"{where} {name}")
+    distribution = prior.to_numpyro()
+    if shape:
+        distribution = distribution.expand(shape).to_event(len(shape))
+    return numpyro.sample(name, distribution)
+
+
+def sample_dense_stack(prefix: str, sizes: list[int], scale: float, drop_last_bias: bool) -> Params:
+    """Normal(0, scale / sqrt(fan_in)) priors on a dense stack's weights and biases.
+
+    With ``drop_last_bias`` the output bias is fixed at zero: it shifts every
+    action's payoff alike, which no full-information learner can see (the gauge).
+    """
+    import numpyro
+    import numpyro.distributions as dist
+
+    params: Params = {}
+    num_layers = len(sizes) - 1
+    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        s = scale / np.sqrt(fan_in)
+        params[f"{prefix}w{layer}"] = numpyro.sample(
+            f"{prefix}w{layer}", dist.Normal(0.0, s).expand((fan_in, fan_out)).to_event(2)
+        )
+        if drop_last_bias and layer == num_layers - 1:
+            params[f"{prefix}b{layer}"] = numpyro.deterministic(f"{prefix}b{layer}", jnp.zeros((fan_out,)))
+        else:
+            params[f"{prefix}b{layer}"] = numpyro.sample(
+                f"{prefix}b{layer}", dist.Normal(0.0, s).expand((fan_out,)).to_event(1)
+            )
+    return params
+
+
+def positive_number(options: dict, key: str, default: float, where: str = "[mechanism.prior]") -> float:
+    """A positive number option of ``[mechanism.prior]`` (e.g. a prior scale)."""
+    from ..errors import SpecError
+
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise SpecError(f"{where}: '{key}' must be a positive number, got {value!r}")
+    return float(value)

@@ -1,0 +1,83 @@
+"""Linear mechanism on user features of own action and opponents' counts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._types import Params, PRNGKey
+from .base import Mechanism, present_counts
+
+__all__ = ["Linear"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Linear(Mechanism):
+    """``M(a)_i = phi_i(a) . theta`` with features linear in the opponents' counts,
+
+        phi_i(a) = own[a_i] + sum_c counts_{-i}[c] * cross[a_i, c]
+
+    ``own`` has shape ``(A, F)`` and ``cross`` ``(A, A, F)`` (either may be zero);
+    they are data, loaded from a ``.npz`` file named in the spec, never code.
+    Parameter ``theta``: ``(F,)``. The economists' default: each weight has a
+    meaning given by its feature (``feature_names``).
+
+    Gauge: a feature that is constant across own actions in every context (for
+    example an intercept) is not identified under full-information learners;
+    the identifiability report finds such directions from the Fisher
+    information. Absent agents are not counted.
+    """
+
+    own: np.ndarray | None = None
+    cross: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+
+    family = "linear"
+    allows_absence = True
+    counts_context = True
+    prior_options = frozenset({"theta"})
+
+    def invisible_features(self) -> np.ndarray:
+        """Boolean ``(F,)``: features that do not vary with the agent's own action in
+        any context; they shift all own actions alike and are pinned at 0 when the
+        gauge is fixed."""
+        flat = np.zeros(self.num_features, bool) | True
+        if self.own is not None:
+            flat &= np.ptp(np.asarray(self.own), axis=0) == 0
+        if self.cross is not None:
+            flat &= np.all(np.ptp(np.asarray(self.cross), axis=0) == 0, axis=0)
+        return flat
+
+    def sample_prior(self, options, fix_gauge):
+        """``theta ~ Normal(0, 1)`` (or the ``theta`` prior); invisible features pinned at 0.
+
+        With the gauge fixed, only the visible features' weights are sampled (site
+        ``theta_visible``) and ``theta`` is a deterministic site with zeros elsewhere.
+        """
+        import numpyro
+
+        from .base import sample_site
+
+        default = {"dist": "normal", "loc": 0.0, "scale": 1.0}
+        invisible = self.invisible_features() if fix_gauge else np.zeros(self.num_features, bool)
+        if not invisible.any():
+            return {"theta": sample_site("theta", options, default, (self.num_features,))}
+        visible = np.flatnonzero(~invisible)
+        prior = {"theta_visible": options["theta"]} if "theta" in options else {}
+        free = sample_site("theta_visible", prior, default, (visible.size,))
+        theta = jnp.zeros((self.num_features,)).at[visible].set(free)
+        return {"theta": numpyro.deterministic("theta", theta)}
+
+    def counterfactual_payoffs(self, params, joint_action, present=None):
+        theta = params["theta"]
+        pay = jnp.zeros((self.num_agents, self.num_actions))
+        if self.own is not None:
+            pay = pay + (jnp.asarray(self.own, theta.dtype) @ theta)[None, :]
+        if self.cross is not None:
+            _, counts_minus = present_counts(joint_action, present, self.num_actions)
+            cross_theta = jnp.asarray(self.cross, theta.dtype) @ theta  # (A_k, A_c)
+            pay = pay + counts_minus @ cross_theta.T
+        return pay

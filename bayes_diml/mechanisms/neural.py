@@ -1,0 +1,76 @@
+"""Unstructured neural joint mechanism (the paper's E1 family)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Params, PRNGKey
+from .base import Mechanism, dense_stack_shapes, init_dense_stack, mlp, positive_number, sample_dense_stack
+
+__all__ = ["Neural"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Neural(Mechanism):
+    """``M(a) = MLP([emb_0(a_0); ...; emb_{n-1}(a_{n-1})])``, tanh hidden layers, n outputs.
+
+    Each agent has its own action embedding (``embed``, shape ``(n, A, E)``,
+    ``E = embed_dim``, default ``min(24, max(6, A))``) as in the paper's code
+    (An & Du 2026, E1: two tanh layers of 128). Counterfactuals substitute each
+    agent's action in turn: ``n * A`` network evaluations per joint action.
+
+    Gauge: the network can express any payoff table, so levels are not
+    identified under full-information learners; the inference layer reports and
+    penalises only payoff differences against action 0.
+    """
+
+    hidden: tuple[int, ...] = (128, 128)
+    embed_dim: int | None = None
+
+    family = "neural"
+    allows_absence = False
+    prior_options = frozenset({"weight_scale"})
+
+    def sample_prior(self, options, fix_gauge):
+        """Embeddings ``~ Normal(0, 1)``; weights and biases ``~ Normal(0, weight_scale /
+        sqrt(fan_in))`` (default 1); the output bias pinned at 0 when the gauge is fixed."""
+        import numpyro
+        import numpyro.distributions as dist
+
+        shape = self.param_shapes()["embed"]
+        params = {"embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(shape).to_event(3))}
+        params.update(sample_dense_stack("", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge))
+        return params
+
+    @property
+    def embedding_size(self) -> int:
+        return self.embed_dim or min(24, max(6, self.num_actions))
+
+    def _sizes(self):
+        return [self.num_agents * self.embedding_size, *self.hidden, self.num_agents]
+
+    def param_shapes(self):
+        shapes = {"embed": (self.num_agents, self.num_actions, self.embedding_size)}
+        shapes.update(dense_stack_shapes("", self._sizes()))
+        return shapes
+
+    def init_params(self, key: PRNGKey) -> Params:
+        k_embed, k_net = jax.random.split(key)
+        params = {"embed": jax.random.normal(k_embed, self.param_shapes()["embed"])}
+        params.update(init_dense_stack(k_net, "", self._sizes()))
+        return params
+
+    def payoffs(self, params, joint_action, present=None):
+        emb = params["embed"][jnp.arange(self.num_agents), joint_action]  # (n, E)
+        return mlp(params, "", emb.reshape(-1), len(self._sizes()) - 1, jnp.tanh)
+
+    def counterfactual_payoffs(self, params, joint_action, present=None):
+        n, A = self.num_agents, self.num_actions
+        # substituted[i, k] = a with a_i := k, shape (n, A, n)
+        eye = jnp.eye(n, dtype=bool)[:, None, :]
+        substituted = jnp.where(eye, jnp.arange(A)[None, :, None], joint_action[None, None, :])
+        pay = jax.vmap(jax.vmap(lambda a: self.payoffs(params, a)))(substituted)  # (n, A, n)
+        return jnp.take_along_axis(pay, jnp.arange(n)[:, None, None], axis=2)[..., 0]

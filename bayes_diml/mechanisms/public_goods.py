@@ -1,0 +1,95 @@
+"""Public-goods game with an optional neural subsidy (the paper's E3 family)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Params, PRNGKey
+import numpy as np
+
+from .base import (
+    Mechanism,
+    dense_stack_shapes,
+    init_dense_stack,
+    mlp,
+    positive_number,
+    sample_dense_stack,
+    sample_site,
+)
+
+__all__ = ["PublicGoods"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PublicGoods(Mechanism):
+    """Contribution levels ``level(k) = linspace(0, 1, A)[k]``; with
+    ``total = sum_j level(a_j)`` over present agents,
+
+        M(a)_i = scale (1 - exp(-k total)) - cost level(a_i)**2 + subsidy(total, level(a_i))
+
+    (An & Du 2026, E3). ``subsidy`` is a small tanh network ``2 -> hidden -> 1``
+    (parameters ``sub_w*``, ``sub_b*``), or absent when ``subsidy_hidden`` is
+    ``None``. Scalar parameters ``scale``, ``k``, ``cost`` have shape ``()``.
+
+    Gauge: every term is a function of the agent's own level and the total, so a
+    per-context shift is not expressible except through the subsidy network's
+    output bias ``sub_b{last}``, which adds the same constant to all actions and is
+    therefore not identified under full-information learners.
+    """
+
+    subsidy_hidden: tuple[int, ...] | None = (64,)
+
+    family = "public_goods"
+    allows_absence = True
+    counts_context = True
+    prior_options = frozenset({"scale", "k", "cost", "weight_scale"})
+
+    def sample_prior(self, options, fix_gauge):
+        """``scale ~ LogNormal(0, 1)``, ``k ~ LogNormal(log 2, 1)``, ``cost ~ Normal(0, 1)``;
+        subsidy weights ``~ Normal(0, weight_scale / sqrt(fan_in))`` with the output
+        bias pinned at 0 when the gauge is fixed."""
+        params: Params = {
+            "scale": sample_site("scale", options, {"dist": "lognormal", "loc": 0.0, "scale": 1.0}, ()),
+            "k": sample_site("k", options, {"dist": "lognormal", "loc": float(np.log(2.0)), "scale": 1.0}, ()),
+            "cost": sample_site("cost", options, {"dist": "normal", "loc": 0.0, "scale": 1.0}, ()),
+        }
+        if self.subsidy_hidden is not None:
+            scale = positive_number(options, "weight_scale", 1.0)
+            params.update(sample_dense_stack("sub_", self._sizes(), scale, fix_gauge))
+        return params
+
+    def _sizes(self):
+        return [2, *self.subsidy_hidden, 1]
+
+    def param_shapes(self):
+        shapes = {"scale": (), "k": (), "cost": ()}
+        if self.subsidy_hidden is not None:
+            shapes.update(dense_stack_shapes("sub_", self._sizes()))
+        return shapes
+
+    def init_params(self, key: PRNGKey) -> Params:
+        # The paper's initial values; the subsidy at PyTorch's default initialisation.
+        params: Params = {"scale": jnp.array(1.0), "k": jnp.array(2.0), "cost": jnp.array(0.8)}
+        if self.subsidy_hidden is not None:
+            params.update(init_dense_stack(key, "sub_", self._sizes()))
+        return params
+
+    def levels(self):
+        return jnp.linspace(0.0, 1.0, self.num_actions)
+
+    def counterfactual_payoffs(self, params, joint_action, present=None):
+        levels = self.levels()
+        own = levels[joint_action]
+        if present is not None:
+            own = own * present.astype(own.dtype)
+        total_minus = own.sum() - own  # (n,)
+        total = total_minus[:, None] + levels[None, :]  # (n, A)
+        lv = jnp.broadcast_to(levels, total.shape)
+        pay = params["scale"] * (1.0 - jnp.exp(-params["k"] * total)) - params["cost"] * lv**2
+        if self.subsidy_hidden is not None:
+            x = jnp.stack([total, lv], axis=-1)  # (n, A, 2)
+            pay = pay + mlp(params, "sub_", x, len(self._sizes()) - 1, jnp.tanh)[..., 0]
+        return pay

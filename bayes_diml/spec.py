@@ -1,0 +1,327 @@
+"""Model specifications: TOML files (``models/*.toml``), parsed with ``tomllib``.
+
+Nothing in a spec is evaluated as code: numbers, strings, arrays, and the names
+of ``.npz`` files beside the spec. The schema is documented in ``models/README.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SpecError
+from .learners import LEARNERS
+from .mechanisms import FAMILIES
+from .model import Model
+from .priors import Prior
+
+__all__ = ["read_spec", "parse_spec", "default_spec_path", "FAMILY_OPTIONS"]
+
+FAMILY_OPTIONS: dict[str, set[str]] = {
+    "tabular": set(),
+    "congestion": set(),
+    "public_goods": {"subsidy", "subsidy_hidden"},
+    "neural": {"hidden", "embed_dim"},
+    "anonymous": {"hidden", "embed_dim"},
+    "linear": {"features", "feature_names"},
+}
+"""Keys of ``[mechanism]`` that each family accepts besides ``family``, ``truth`` and ``prior``."""
+
+_TOP = {"game", "mechanism", "learner"}
+_GAME = {"agents", "actions", "action_labels", "agent_labels"}
+
+
+def default_spec_path() -> Path:
+    """The embedded congestion spec used by the demo (package data)."""
+    return Path(str(importlib.resources.files("bayes_diml") / "data" / "congestion_default.toml"))
+
+
+def read_spec(path) -> tuple[Model, dict | None]:
+    """Read a spec file.
+
+    Returns:
+        ``(model, truth)`` where ``truth`` is ``{"mechanism": {...}, "learner": {...}}``
+        (arrays) or ``None`` when the spec has no ``[mechanism.truth]``.
+
+    Raises:
+        SpecError: naming the file and the key that is wrong.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read spec: {err}") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: not valid TOML: {err}") from None
+    return parse_spec(table, source=str(path), base_dir=path.parent)
+
+
+def _unknown(keys, allowed, where: str) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SpecError(f"{where}: unknown key '{key}'{hint}; allowed: {sorted(allowed)}")
+
+
+def _section(table: dict, name: str, source: str, required: bool = True) -> dict:
+    if name not in table:
+        if required:
+            raise SpecError(f"{source}: missing section [{name}]")
+        return {}
+    value = table[name]
+    if not isinstance(value, dict):
+        raise SpecError(f"{source}: [{name}] must be a table")
+    return value
+
+
+def _positive_int(section: dict, key: str, where: str) -> int:
+    if key not in section:
+        raise SpecError(f"{where}: missing key '{key}'")
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where}: '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _labels(section: dict, key: str, count: int, where: str) -> tuple | None:
+    if key not in section:
+        return None
+    labels = section[key]
+    if not isinstance(labels, list) or len(labels) != count:
+        raise SpecError(f"{where}: '{key}' must be a list of {count} labels, got {labels!r}")
+    kinds = {type(x) for x in labels}
+    if not (kinds <= {str} or kinds <= {int}) or any(isinstance(x, bool) for x in labels):
+        raise SpecError(f"{where}: '{key}' must be all strings or all integers, got {labels!r}")
+    if len(set(labels)) != count:
+        raise SpecError(f"{where}: '{key}' has duplicate labels: {labels!r}")
+    if kinds <= {int} and key == "action_labels" and labels != list(range(count)):
+        raise SpecError(f"{where}: integer action labels must be their own codes 0..{count - 1}, got {labels!r}")
+    return tuple(labels)
+
+
+def _int_list(value, key: str, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise SpecError(f"{where}: '{key}' must be a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+def _load_npz(base_dir: Path, name, key: str, where: str) -> dict[str, np.ndarray]:
+    if not isinstance(name, str):
+        raise SpecError(f"{where}: '{key}' must be the name of a .npz file, got {name!r}")
+    file = (base_dir / name) if not os.path.isabs(name) else Path(name)
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except FileNotFoundError:
+        raise SpecError(f"{where}: '{key}' names {file}, which does not exist") from None
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{where}: cannot read {file} as a NumPy .npz archive: {err}") from None
+
+
+def _mechanism(section: dict, n: int, A: int, where: str, base_dir: Path):
+    if "family" not in section:
+        raise SpecError(f"{where}: missing key 'family'; one of {sorted(FAMILIES)}")
+    family = section["family"]
+    if family not in FAMILIES:
+        close = difflib.get_close_matches(str(family), sorted(FAMILIES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SpecError(f"{where}: unknown family '{family}'{hint}; known: {sorted(FAMILIES)}")
+    options = FAMILY_OPTIONS[family]
+    _unknown(section, options | {"family", "truth", "prior"}, where)
+    kwargs: dict[str, Any] = {}
+    if "hidden" in section:
+        kwargs["hidden"] = _int_list(section["hidden"], "hidden", where)
+    if "embed_dim" in section:
+        value = section["embed_dim"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"{where}: 'embed_dim' must be a positive integer, got {value!r}")
+        kwargs["embed_dim"] = value
+    if family == "public_goods":
+        subsidy = section.get("subsidy", True)
+        if not isinstance(subsidy, bool):
+            raise SpecError(f"{where}: 'subsidy' must be true or false, got {subsidy!r}")
+        hidden = _int_list(section.get("subsidy_hidden", [64]), "subsidy_hidden", where)
+        kwargs["subsidy_hidden"] = hidden if subsidy else None
+    if family == "linear":
+        if "features" not in section:
+            raise SpecError(f"{where}: the linear family needs 'features', a .npz file with arrays 'own' (A, F) and/or 'cross' (A, A, F)")
+        arrays = _load_npz(base_dir, section["features"], "features", where)
+        _unknown(arrays, {"own", "cross", "feature_names"}, f"{where} features file")
+        names = section.get("feature_names", arrays.get("feature_names", ()))
+        kwargs.update(own=arrays.get("own"), cross=arrays.get("cross"), feature_names=tuple(str(x) for x in names))
+    return FAMILIES[family](num_agents=n, num_actions=A, **kwargs)
+
+
+def _learner(section: dict, where: str):
+    rule = section.get("rule", "logit_q")
+    if rule not in LEARNERS:
+        close = difflib.get_close_matches(str(rule), sorted(LEARNERS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SpecError(f"{where}: unknown rule '{rule}'{hint}; known: {sorted(LEARNERS)}")
+    learner = LEARNERS[rule]
+    _unknown(section, set(learner.param_names) | {"rule", "truth"}, where)
+    params: dict[str, Any] = {}
+    for name in learner.param_names:
+        if name not in section:
+            raise SpecError(f"{where}: missing learner parameter '{name}' (a number, or a prior table)")
+        value = section[name]
+        if isinstance(value, dict):
+            params[name] = Prior.parse(value, f"{where} {name}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            params[name] = float(value)
+        else:
+            raise SpecError(f"{where}: learner parameter '{name}' must be a number or a prior table, got {value!r}")
+    return learner, params
+
+
+def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") -> tuple[Model, dict | None]:
+    """Build ``(model, truth)`` from a parsed TOML table (see ``read_spec``)."""
+    base_dir = Path(base_dir)
+    _unknown(table, _TOP, source)
+    game = _section(table, "game", source)
+    _unknown(game, _GAME, f"{source} [game]")
+    n = _positive_int(game, "agents", f"{source} [game]")
+    A = _positive_int(game, "actions", f"{source} [game]")
+    if A < 2:
+        raise SpecError(f"{source} [game]: 'actions' must be at least 2, got {A}")
+    action_labels = _labels(game, "action_labels", A, f"{source} [game]")
+    agent_labels = _labels(game, "agent_labels", n, f"{source} [game]")
+
+    mech_section = _section(table, "mechanism", source)
+    where = f"{source} [mechanism]"
+    mechanism = _mechanism(mech_section, n, A, where, base_dir)
+    prior = mech_section.get("prior", {})
+    if not isinstance(prior, dict):
+        raise SpecError(f"{where}: [mechanism.prior] must be a table")
+
+    learner_section = _section(table, "learner", source)
+    learner, learner_params = _learner(learner_section, f"{source} [learner]")
+    model = Model(
+        mechanism=mechanism,
+        learner=learner,
+        learner_params=learner_params,
+        mechanism_prior=dict(prior),
+        action_labels=action_labels,
+        agent_labels=agent_labels,
+        spec=table,
+    )
+
+    if "truth" not in mech_section:
+        return model, None
+    truth_section = mech_section["truth"]
+    where = f"{source} [mechanism.truth]"
+    if not isinstance(truth_section, dict):
+        raise SpecError(f"{where}: must be a table")
+    mech_truth: dict[str, np.ndarray] = {}
+    if "weights" in truth_section:
+        mech_truth.update(_load_npz(base_dir, truth_section["weights"], "weights", where))
+    for key, value in truth_section.items():
+        if key == "weights":
+            continue
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}: '{key}' must be a number or a (nested) list of numbers") from None
+        mech_truth[key] = array
+    mechanism.check_params(mech_truth, where)
+
+    learner_truth_section = learner_section.get("truth", {})
+    if not isinstance(learner_truth_section, dict):
+        raise SpecError(f"{source} [learner.truth]: must be a table")
+    _unknown(learner_truth_section, set(learner.param_names), f"{source} [learner.truth]")
+    learner_truth = model.learner_values({k: float(v) for k, v in learner_truth_section.items()})
+    learner.check_params(learner_truth, f"{source} [learner.truth]")
+    return model, {"mechanism": mech_truth, "learner": learner_truth}
+
+
+# ------------------------------------------------------------------ writing
+def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """The spec table of a model, and the ``.npz`` files it refers to (name -> arrays).
+
+    Written for run folders: ``read_spec`` of the written file gives the same model.
+    """
+    mechanism = model.mechanism
+    game: dict[str, Any] = {"agents": model.num_agents, "actions": model.num_actions}
+    if model.action_labels is not None:
+        game["action_labels"] = list(model.action_labels)
+    if model.agent_labels is not None:
+        game["agent_labels"] = list(model.agent_labels)
+    mech: dict[str, Any] = {"family": mechanism.family}
+    files: dict[str, dict[str, np.ndarray]] = {}
+    if mechanism.family in ("neural", "anonymous"):
+        mech["hidden"] = list(mechanism.hidden)
+        if mechanism.embed_dim is not None:
+            mech["embed_dim"] = mechanism.embed_dim
+    elif mechanism.family == "public_goods":
+        mech["subsidy"] = mechanism.subsidy_hidden is not None
+        if mechanism.subsidy_hidden is not None:
+            mech["subsidy_hidden"] = list(mechanism.subsidy_hidden)
+    elif mechanism.family == "linear":
+        mech["features"] = "features.npz"
+        arrays = {k: np.asarray(v) for k, v in (("own", mechanism.own), ("cross", mechanism.cross)) if v is not None}
+        files["features.npz"] = arrays
+        if mechanism.feature_names:
+            mech["feature_names"] = list(mechanism.feature_names)
+    if model.mechanism_prior:
+        mech["prior"] = dict(model.mechanism_prior)
+    learner: dict[str, Any] = {"rule": model.learner.name}
+    for name, value in model.learner_params.items():
+        learner[name] = value.to_toml() if isinstance(value, Prior) else float(value)
+    return {"game": game, "mechanism": mech, "learner": learner}, files
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_toml(table: dict) -> str:
+    """TOML text of a spec table (tables of scalars, arrays and inline tables)."""
+    lines: list[str] = []
+
+    def emit(prefix: str, section: dict) -> None:
+        scalars = {k: v for k, v in section.items() if not (isinstance(v, dict) and _is_subtable(k, v))}
+        tables = {k: v for k, v in section.items() if k not in scalars}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        for key, value in scalars.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+        for key, value in tables.items():
+            emit(f"{prefix}.{key}" if prefix else key, value)
+
+    emit("", table)
+    return "\n".join(lines).lstrip("\n")
+
+
+def _is_subtable(key: str, value: dict) -> bool:
+    """Priors are inline tables (they have 'dist'); other dicts are sections."""
+    return "dist" not in value
+
+
+def model_to_toml(model: Model) -> str:
+    """TOML text of ``model_to_table`` (without the referenced arrays)."""
+    return dumps_toml(model_to_table(model)[0])

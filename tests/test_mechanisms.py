@@ -1,0 +1,224 @@
+"""Mechanism families against the plain-NumPy reference (DESIGN §4)."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference as ref
+from bayes_diml.errors import SpecError
+from bayes_diml.mechanisms import FAMILIES, Anonymous, Tabular
+from conftest import MECHANISM_CASES, build_case
+
+# float32 payoffs of O(1) against float64 references
+PAYOFF_RTOL = 1e-5
+PAYOFF_ATOL = 1e-5
+NUM_JOINT_ACTIONS = 12  # random joint actions per case
+SYMMETRIC_FAMILIES = {"anonymous", "congestion", "public_goods", "linear"}  # payoff depends on a_i and counts only
+
+
+def _random_joint_actions(case, seed, count=NUM_JOINT_ACTIONS):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, case.num_actions, size=(count, case.num_agents)).astype(np.int32)
+
+
+def _random_presence(case, seed, count=NUM_JOINT_ACTIONS):
+    """Presence masks with at least one present agent; includes a lone agent and everybody."""
+    rng = np.random.default_rng(seed)
+    present = rng.random((count, case.num_agents)) < 0.6
+    present[0] = True
+    present[1] = False
+    present[1, 0] = True
+    for row in present:
+        if not row.any():
+            row[rng.integers(case.num_agents)] = True
+    return present
+
+
+def _ref_kwargs(case):
+    return {"num_actions": case.num_actions, **case.features}
+
+
+def test_every_family_has_a_case():
+    covered = {family for family, _ in MECHANISM_CASES.values()}
+    assert covered == set(FAMILIES), f"families without a test case: {set(FAMILIES) - covered}"
+    assert set(FAMILIES) == set(ref.PAYOFF_FUNCTIONS), "every family needs a NumPy reference payoff"
+
+
+def test_param_shapes_match_init(mechanism_case):
+    mech, params = mechanism_case.mechanism, mechanism_case.params["mechanism"]
+    shapes = mech.param_shapes()
+    assert set(params) == set(shapes)
+    for name, shape in shapes.items():
+        assert np.shape(params[name]) == tuple(shape), name
+    mech.check_params(params)  # accepts its own random parameters
+
+
+def test_check_params_refuses_wrong_shape_and_missing_key(mechanism_case):
+    mech, params = mechanism_case.mechanism, dict(mechanism_case.params["mechanism"])
+    name = sorted(params)[0]
+    with pytest.raises(SpecError, match=name):
+        mech.check_params({**params, name: np.zeros(np.shape(params[name]) + (2,))})
+    with pytest.raises(SpecError, match=name):
+        mech.check_params({k: v for k, v in params.items() if k != name})
+
+
+def test_payoffs_match_reference(mechanism_case):
+    case = mechanism_case
+    params = case.params["mechanism"]
+    joint = _random_joint_actions(case, seed=1)
+    eager = [np.asarray(case.mechanism.payoffs(params, jnp.asarray(a))) for a in joint[:2]]
+    batched = np.asarray(jax.jit(jax.vmap(case.mechanism.payoffs, (None, 0)))(params, jnp.asarray(joint)))
+    for a, got in [*zip(joint, eager), *zip(joint, batched)]:
+        want = ref.payoffs(case.family, params, a, None, **_ref_kwargs(case))
+        np.testing.assert_allclose(got, want, rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL, err_msg=f"a={a}")
+
+
+def test_counterfactuals_match_brute_force(mechanism_case):
+    case = mechanism_case
+    params = case.params["mechanism"]
+    joint = _random_joint_actions(case, seed=2)
+    # eager, one joint action at a time
+    for a in joint[:4]:
+        got = np.asarray(case.mechanism.counterfactual_payoffs(params, jnp.asarray(a)))
+        want = ref.counterfactual_payoffs(case.family, params, a, None, **_ref_kwargs(case))
+        assert got.shape == (case.num_agents, case.num_actions)
+        np.testing.assert_allclose(got, want, rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL, err_msg=f"a={a}")
+    # jit + vmap over joint actions (the path the likelihood takes), everybody present
+    batched = jax.jit(jax.vmap(case.mechanism.counterfactual_payoffs, (None, 0, 0)))
+    got = np.asarray(batched(params, jnp.asarray(joint), jnp.ones(joint.shape, bool)))
+    for a, g in zip(joint, got):
+        want = ref.counterfactual_payoffs(case.family, params, a, None, **_ref_kwargs(case))
+        np.testing.assert_allclose(g, want, rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL, err_msg=f"a={a}")
+
+
+def test_absent_agents_do_not_count(absence_case):
+    """With a presence mask, rows of present agents equal the reference (absent ones are not counted)."""
+    case = absence_case
+    params = case.params["mechanism"]
+    joint = _random_joint_actions(case, seed=3)
+    presence = _random_presence(case, seed=4)
+    batched = jax.jit(jax.vmap(case.mechanism.counterfactual_payoffs, (None, 0, 0)))
+    got_cf = np.asarray(batched(params, jnp.asarray(joint), jnp.asarray(presence)))
+    got_pay = np.asarray(jax.jit(jax.vmap(case.mechanism.payoffs, (None, 0, 0)))(params, jnp.asarray(joint), jnp.asarray(presence)))
+    for a, present, g, got in zip(joint, presence, got_cf, got_pay):
+        want_cf = ref.counterfactual_payoffs(case.family, params, a, present, **_ref_kwargs(case))
+        want = ref.payoffs(case.family, params, a, present, **_ref_kwargs(case))
+        rows = np.flatnonzero(present)
+        np.testing.assert_allclose(g[rows], want_cf[rows], rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL,
+                                   err_msg=f"a={a} present={present}")
+        np.testing.assert_allclose(got[rows], want[rows], rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL,
+                                   err_msg=f"a={a} present={present}")
+
+
+def test_absence_changes_payoffs(absence_case):
+    """The presence mask is not ignored: dropping an agent changes somebody's counterfactuals.
+
+    (Guards the test above against a reference and a package that both ignore ``present``.)
+    """
+    case = absence_case
+    params = case.params["mechanism"]
+    a = (np.arange(case.num_agents) + 1) % 2  # [1, 0, 1]: the dropped agent has level > 0 and its own action
+    a = a.astype(np.int32)
+    present = np.ones(case.num_agents, bool)
+    present[-1] = False
+    full = ref.counterfactual_payoffs(case.family, params, a, None, **_ref_kwargs(case))
+    dropped = ref.counterfactual_payoffs(case.family, params, a, present, **_ref_kwargs(case))
+    if case.case_id == "linear_own":  # no interaction term at all
+        np.testing.assert_allclose(full, dropped)
+        return
+    assert not np.allclose(full[:-1], dropped[:-1])
+    got = np.asarray(case.mechanism.counterfactual_payoffs(params, jnp.asarray(a), jnp.asarray(present)))
+    np.testing.assert_allclose(got[:-1], dropped[:-1], rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL)
+
+
+# ------------------------------------------------------------- anonymous games
+
+
+def _small_anonymous():
+    mech = Anonymous(num_agents=3, num_actions=3, hidden=(8, 6), embed_dim=3)
+    params = mech.init_params(jax.random.key(7))
+    # make payoffs O(1) so that differences are visible
+    params = {k: v * 2.0 for k, v in params.items()}
+    return mech, params
+
+
+def test_anonymous_payoff_function_matches_reference():
+    mech, params = _small_anonymous()
+    n, A = mech.num_agents, mech.num_actions
+    for a in itertools.product(range(A), repeat=n):
+        for i in range(n):
+            counts = np.zeros(A)
+            for j in range(n):
+                if j != i:
+                    counts[a[j]] += 1
+            got = float(mech.payoff_function(params, jnp.asarray(a[i]), jnp.asarray(counts / (n - 1))))
+            want = ref.agent_payoff("anonymous", params, a, None, i, A)
+            np.testing.assert_allclose(got, want, rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL)
+
+
+def test_anonymous_equals_enumerated_tabular():
+    """Enumerate f(a_i, counts_-i/(n-1)) over all joint actions into a table: the tabular
+    family with that table has the same payoffs and counterfactuals (checks the A x A
+    table trick and the tabular index convention together)."""
+    mech, params = _small_anonymous()
+    n, A = mech.num_agents, mech.num_actions
+    table = np.zeros((A**n, n))
+    for a in itertools.product(range(A), repeat=n):
+        index = sum(a[j] * A**j for j in range(n))  # agent 0 least significant
+        for i in range(n):
+            counts = np.zeros(A)
+            for j in range(n):
+                if j != i:
+                    counts[a[j]] += 1
+            table[index, i] = float(mech.payoff_function(params, jnp.asarray(a[i]), jnp.asarray(counts / (n - 1))))
+    tab = Tabular(num_agents=n, num_actions=A)
+    tab_params = {"payoffs": jnp.asarray(table, jnp.float32)}
+    for a in itertools.product(range(A), repeat=n):
+        a = jnp.asarray(a, jnp.int32)
+        np.testing.assert_allclose(
+            np.asarray(mech.counterfactual_payoffs(params, a)),
+            np.asarray(tab.counterfactual_payoffs(tab_params, a)),
+            rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL, err_msg=f"a={a}",
+        )
+        np.testing.assert_allclose(
+            np.asarray(mech.payoffs(params, a)), np.asarray(tab.payoffs(tab_params, a)),
+            rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL, err_msg=f"a={a}",
+        )
+
+
+@pytest.mark.parametrize("case_id", sorted(c for c, (f, _) in MECHANISM_CASES.items() if f in SYMMETRIC_FAMILIES))
+def test_symmetric_families_are_permutation_equivariant(case_id):
+    """Permuting agents permutes payoffs (and counterfactual rows), with and without absences."""
+    case = build_case(case_id)
+    params = case.params["mechanism"]
+    rng = np.random.default_rng(5)
+    joint = _random_joint_actions(case, seed=6)
+    presence = _random_presence(case, seed=7)
+    for a, present in zip(joint, presence):
+        perm = rng.permutation(case.num_agents)
+        for pres in (None, present):
+            pres_perm = None if pres is None else jnp.asarray(pres[perm])
+            pres_j = None if pres is None else jnp.asarray(pres)
+            rows = np.arange(case.num_agents) if pres is None else np.flatnonzero(pres[perm])
+            cf = np.asarray(case.mechanism.counterfactual_payoffs(params, jnp.asarray(a), pres_j))
+            cf_perm = np.asarray(case.mechanism.counterfactual_payoffs(params, jnp.asarray(a[perm]), pres_perm))
+            np.testing.assert_allclose(cf_perm[rows], cf[perm][rows], rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL)
+            pay = np.asarray(case.mechanism.payoffs(params, jnp.asarray(a), pres_j))
+            pay_perm = np.asarray(case.mechanism.payoffs(params, jnp.asarray(a[perm]), pres_perm))
+            np.testing.assert_allclose(pay_perm[rows], pay[perm][rows], rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL)
+
+
+def test_neural_is_not_permutation_equivariant():
+    """Control for the test above: a joint family distinguishes agents, so it can fail."""
+    case = build_case("neural")
+    params = case.params["mechanism"]
+    a = jnp.asarray([0, 1, 2], jnp.int32)
+    perm = np.array([1, 2, 0])
+    pay = np.asarray(case.mechanism.payoffs(params, a))
+    pay_perm = np.asarray(case.mechanism.payoffs(params, a[perm]))
+    assert not np.allclose(pay_perm, pay[perm], atol=1e-3)
