@@ -74,6 +74,112 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _method_options(args) -> dict:
+    options = {"progress": not args.no_progress}
+    if args.method == "nuts":
+        options.update(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
+    elif args.method == "svi":
+        options.update(steps=args.steps, num_samples=args.samples)
+    else:
+        options.update(steps=args.steps)
+    return options
+
+
+def cmd_fit(args) -> int:
+    from .inference import fit
+    from .loading import load_data
+    from .run_folder import save_run
+    from .spec import read_spec
+
+    model, _ = read_spec(args.spec)
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    data = load_data(args.data, model)
+    result = fit(model, data, method=args.method, seed=args.seed, **_method_options(args))
+    saved = save_run(result, out, overwrite=args.overwrite, data_path=args.data)
+    print(f"wrote {out}/ ({args.method}, {result.info['wall_seconds']:.1f} s)")
+    _print_verdicts(saved)
+    return 0
+
+
+def _print_verdicts(saved) -> None:
+    diagnostics = saved["diagnostics"]
+    if diagnostics["warnings"]:
+        print("diagnostics:")
+        for warning in diagnostics["warnings"]:
+            print(f"  - {warning}")
+    else:
+        print(
+            f"diagnostics: OK (max R-hat {diagnostics['max_rhat']:.3f}, min ESS {diagnostics['min_ess_bulk']:.0f}, "
+            f"{diagnostics['divergences']} divergences)"
+        )
+    print(saved["identifiability"].verdict())
+
+
+def cmd_query(args) -> int:
+    from .inference import load_fit
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    answers = load_fit(args.run).payoff_differences(args.queries)
+    from .inference.storage import write_text_atomic
+
+    write_text_atomic(out, answers.to_csv(index=False))
+    print(f"wrote {out}: {len(answers)} payoff differences")
+    return 0
+
+
+def _parse_set(items) -> tuple[dict, dict]:
+    """``--set mechanism.tau=[...]`` / ``--set learner.beta=4.2`` as TOML literals (never evaluated)."""
+    import json
+    import tomllib
+
+    mechanism, learner = {}, {}
+    for item in items or []:
+        if "=" not in item:
+            raise DataError(f"--set {item!r}: expected KEY=VALUE, e.g. mechanism.tau=[0.3,0,0,0,0] or learner.beta=4.2")
+        key, text = item.split("=", 1)
+        scope, _, name = key.strip().partition(".")
+        if scope not in ("mechanism", "learner") or not name:
+            raise DataError(f"--set {item!r}: the key must be mechanism.NAME or learner.NAME")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(f"--set {item!r}: the value is not a TOML/JSON literal (numbers, [lists], \"*0.6\")") from None
+        (mechanism if scope == "mechanism" else learner)[name] = value
+    return mechanism, learner
+
+
+def cmd_counterfactual(args) -> int:
+    from .inference import load_fit
+    from .inference.storage import write_text_atomic
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    mechanism, learner = _parse_set(args.set)
+    result = load_fit(args.run).counterfactual(
+        mechanism=mechanism or None,
+        learner=learner or None,
+        num_episodes=args.episodes,
+        num_rounds=args.rounds,
+        seed=args.seed,
+    )
+    write_text_atomic(out, result.to_frame().to_csv(index=False))
+    figure = out.with_suffix(".png")
+    result.plot().savefig(figure, dpi=110)
+    print(f"wrote {out} and {figure}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out, seed=args.seed, progress=not args.no_progress)
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -95,6 +201,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file (.csv or .parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_simulate)
+
+    p = verbs.add_parser("fit", help="fit a model to data and write a run folder")
+    p.add_argument("spec", help="model spec (TOML)")
+    p.add_argument("--data", required=True, help="long-format CSV or Parquet")
+    p.add_argument("--method", choices=("nuts", "svi", "map"), default="nuts")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--chains", type=_positive_int, default=4, help="NUTS chains (default 4)")
+    p.add_argument("--warmup", type=_positive_int, default=500, help="NUTS warmup iterations (default 500)")
+    p.add_argument("--samples", type=_positive_int, default=500, help="draws per chain (NUTS) or from the guide (SVI)")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="SVI / MAP optimisation steps")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_fit)
+
+    p = verbs.add_parser("query", help="posterior of payoff differences for query rows")
+    p.add_argument("run", help="run folder written by 'fit'")
+    p.add_argument("--queries", required=True, help="CSV with columns agent,action,baseline,joint")
+    p.add_argument("--out", required=True, help="answers CSV")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_query)
+
+    p = verbs.add_parser("counterfactual", help="credible play under a changed mechanism or learner")
+    p.add_argument("run", help="run folder written by 'fit'")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="mechanism.NAME=VALUE or learner.NAME=VALUE (a number, a [list], or \"*0.6\" to scale)")
+    p.add_argument("--episodes", type=_positive_int, required=True)
+    p.add_argument("--rounds", type=_positive_int, required=True)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--out", required=True, help="output CSV (a PNG is written beside it)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_counterfactual)
+
+    p = verbs.add_parser("demo", help="simulate the embedded congestion game, fit it, compare with the truth")
+    p.add_argument("--out", default="bayes-diml-demo", help="run folder (replaced if it exists)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

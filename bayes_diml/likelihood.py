@@ -73,7 +73,8 @@ def _episode_log_policies(model: Model, params: Params, actions: Array, present:
     mechanism, learner = model.mechanism, model.learner
     mech_params, learner_params = params["mechanism"], params["learner"]
     num_rounds = actions.shape[0]
-    payoffs = jax.vmap(mechanism.counterfactual_payoffs, (None, 0, 0))(mech_params, actions, present)
+    prepared = mechanism.prepare(mech_params)
+    payoffs = jax.vmap(mechanism.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, actions, present)
     rounds = jnp.arange(num_rounds)
     decay, drive = jax.vmap(functools.partial(step_coefficients, learner, learner_params))(
         payoffs, actions, present, rounds

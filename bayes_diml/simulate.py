@@ -36,12 +36,14 @@ def simulate_arrays(
     n, A = model.num_agents, model.num_actions
     present = jnp.ones((n,), bool)
 
+    prepared = mechanism.prepare(mech_params)
+
     def episode(episode_key):
         def step(Q, inputs):
             t, round_key = inputs
             log_pi = learner.log_policy(learner_params, Q, t)
             actions = jax.random.categorical(round_key, log_pi, axis=-1).astype(jnp.int32)
-            payoffs = mechanism.counterfactual_payoffs(mech_params, actions, present)
+            payoffs = mechanism.prepared_counterfactual_payoffs(prepared, actions, present)
             Q = apply_step(step_coefficients(learner, learner_params, payoffs, actions, present, t), Q)
             return Q, (actions, log_pi if return_log_policies else None)
 

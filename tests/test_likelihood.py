@@ -13,6 +13,7 @@ import pytest
 
 import reference as ref
 from bayes_diml import Trajectories
+from bayes_diml.mechanisms import FAMILIES
 from bayes_diml.likelihood import (
     episode_log_likelihood,
     log_likelihood,
@@ -23,12 +24,13 @@ from bayes_diml.model import Model
 from bayes_diml.simulate import simulate_arrays
 from bayes_diml.spec import default_spec_path, read_spec
 from conftest import (
-    ABSENCE_CASE_IDS,
-    CASE_IDS,
+    FAMILY_CASE_IDS,
+    FAMILY_LEARNER_IDS,
     LEARNER_IDS,
+    MECHANISM_CASES,
     PER_AGENT_LEARNER_VALUES,
     build_case,
-    ensure_mid_episode_absence,
+    has_mid_episode_absence,
     make_data,
 )
 
@@ -43,21 +45,23 @@ FD_STEP = 1e-5  # central differences: truncation ~ h^2, round-off ~ 1e-16 / h
 
 NUM_EPISODES, NUM_ROUNDS = 3, 6
 
-MASK_KINDS = [
+MASK_KINDS = [  # mid-episode absences only for families whose payoffs are defined without the agent
     (case_id, learner_name, kind)
-    for case_id in CASE_IDS
-    for learner_name in LEARNER_IDS
+    for case_id, learner_name in FAMILY_LEARNER_IDS
     for kind in ("full", "trailing", "absent")
-    if kind != "absent" or case_id in ABSENCE_CASE_IDS
+    if kind != "absent" or FAMILIES[MECHANISM_CASES[case_id][0]].allows_absence
 ]
-CASE_LEARNERS = [(c, lname) for c in CASE_IDS for lname in LEARNER_IDS]
+
+
+def test_every_family_is_covered():
+    assert FAMILY_CASE_IDS == sorted(FAMILIES)
 
 
 def _data(case, kind, seed=0, num_episodes=NUM_EPISODES, num_rounds=NUM_ROUNDS):
     rng = np.random.default_rng(seed + sum(map(ord, case.case_id + kind)))
     actions, mask = make_data(rng, case, num_episodes, num_rounds, kind)
     if kind == "absent":
-        assert ensure_mid_episode_absence(mask)
+        assert has_mid_episode_absence(mask)
     return actions, mask
 
 
@@ -171,10 +175,9 @@ def test_trajectories_input_equals_arrays():
 # ---------------------------------------------------------------- invariances
 
 
-@pytest.mark.parametrize("case_id,learner_name", CASE_LEARNERS)
-def test_vmap_equals_loop_and_jit_equals_eager(case_id, learner_name):
+def test_vmap_equals_loop_and_jit_equals_eager(model_case):
     """The jitted, episode-vmapped likelihood equals an eager (un-jitted) loop over episodes."""
-    case = build_case(case_id, learner_name)
+    case = model_case
     actions, mask = _data(case, "absent" if case.allows_absence else "trailing", seed=1)
     batched = np.asarray(log_likelihood_per_episode(case.model, case.params, (actions, mask)))
     eager = np.array([
@@ -184,7 +187,7 @@ def test_vmap_equals_loop_and_jit_equals_eager(case_id, learner_name):
     np.testing.assert_allclose(batched, eager, rtol=INVARIANCE_RTOL)
 
 
-@pytest.mark.parametrize("case_id,learner_name", [("tabular", "logit_q"), ("anonymous", "logit_q_decreasing")])
+@pytest.mark.parametrize("case_id,learner_name", [("tabular", "logit_q"), ("congestion", "logit_q_decreasing")])
 def test_vmap_equals_jitted_loop_and_disabled_jit(case_id, learner_name):
     case = build_case(case_id, learner_name)
     actions, mask = _data(case, "absent" if case.allows_absence else "trailing", seed=1)
@@ -209,13 +212,12 @@ def test_one_round_episodes_score_n_log_uniform(case_id, learner_name):
     np.testing.assert_allclose(np.asarray(got), -n * math.log(A), rtol=1e-6)
 
 
-@pytest.mark.parametrize("case_id,learner_name", CASE_LEARNERS)
-def test_teacher_forcing_reproduces_simulated_policies(case_id, learner_name):
+def test_teacher_forcing_reproduces_simulated_policies(model_case):
     """Simulated actions fed back through the likelihood give the simulator's policies,
     both equal the NumPy loop's, and round 0 is uniform (Q_0 = 0: log pi_0 = log(1/A))."""
-    case = build_case(case_id, learner_name)
+    case = model_case
     n, A = case.num_agents, case.num_actions
-    key = jax.random.key(sum(map(ord, case_id + learner_name)))
+    key = jax.random.key(sum(map(ord, case.case_id + case.learner_name)))
     actions, sim_log_pi = simulate_arrays(case.model, case.params, key, NUM_EPISODES, NUM_ROUNDS,
                                           return_log_policies=True)
     actions, sim_log_pi = np.asarray(actions), np.asarray(sim_log_pi)
@@ -240,12 +242,11 @@ def _directions(tree, rng):
     return {k: rng.normal(size=np.shape(v)) for k, v in tree.items()}
 
 
-@pytest.mark.parametrize("case_id,learner_name", CASE_LEARNERS)
-def test_gradient_matches_finite_differences(case_id, learner_name):
+def test_gradient_matches_finite_differences(model_case):
     """``jax.grad`` (float64) of the likelihood w.r.t. every mechanism leaf and every learner
     parameter equals central differences of the NumPy reference, leaf by leaf along random
     directions (scalar leaves: the plain partial derivative)."""
-    case = build_case(case_id, learner_name)
+    case = model_case
     actions, mask = _data(case, "absent" if case.allows_absence else "trailing", seed=3,
                           num_episodes=2, num_rounds=5)
     rng = np.random.default_rng(4)

@@ -72,6 +72,9 @@ class Fit:
         for name, shape in self.model.mechanism.param_shapes().items():
             mechanism[name] = jnp.asarray(np.reshape(self.posterior[name], (S, *shape)))
         learner = {}
+        if "q0" in self.model.fixed_learner_params:
+            q0 = jnp.asarray(self.model.fixed_learner_params["q0"])
+            learner["q0"] = jnp.broadcast_to(q0, (S, *q0.shape))
         for name in self.model.learner.param_names:
             if name in self.posterior:
                 learner[name] = jnp.asarray(np.reshape(self.posterior[name], (S, *np.shape(self.posterior[name])[2:])))
@@ -212,11 +215,13 @@ class Fit:
         return diagnose(self)
 
     # ------------------------------------------------ derived quantities
-    def payoff_differences(self, queries):
-        """Posterior of payoff differences; see ``bayes_diml.inference.queries``."""
+    def payoff_differences(self, queries, truth: dict | None = None):
+        """Posterior of payoff differences (mean, sd, q05, q95, in_support); with the
+        true mechanism parameters also ``truth`` and ``covered``. See
+        ``bayes_diml.inference.queries.payoff_differences``."""
         from .queries import payoff_differences
 
-        return payoff_differences(self, queries)
+        return payoff_differences(self, queries, truth=truth)
 
     def identifiability(self, queries=None):
         """Identifiability report; see ``bayes_diml.inference.identifiability``."""

@@ -93,6 +93,16 @@ class Mechanism:
         """``U[i, k] = M(k, a_{-i})_i``, shape ``(num_agents, num_actions)``."""
         raise NotImplementedError
 
+    def prepare(self, params: Params):
+        """Work that depends on the parameters only, hoisted out of the loops over
+        rounds and episodes (the likelihood and the simulator call it once per
+        evaluation). The default does nothing."""
+        return params
+
+    def prepared_counterfactual_payoffs(self, prepared, joint_action: Array, present: Array | None = None) -> Array:
+        """``counterfactual_payoffs`` from the output of ``prepare``."""
+        return self.counterfactual_payoffs(prepared, joint_action, present)
+
     # ----------------------------------------------------------------- priors
     def sample_prior(self, options: dict, fix_gauge: bool) -> Params:
         """Sample the parameters under NumPyro (call inside a model).

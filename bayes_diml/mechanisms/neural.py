@@ -6,11 +6,16 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._types import Params, PRNGKey
+from .tabular import Tabular
 from .base import Mechanism, dense_stack_shapes, init_dense_stack, mlp, positive_number, sample_dense_stack
 
-__all__ = ["Neural"]
+__all__ = ["Neural", "TABLE_MAX_JOINT"]
+
+TABLE_MAX_JOINT = 4096
+"""Joint spaces up to this size are tabulated once per evaluation (``Neural.prepare``)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,6 +67,19 @@ class Neural(Mechanism):
         params = {"embed": jax.random.normal(k_embed, self.param_shapes()["embed"])}
         params.update(init_dense_stack(k_net, "", self._sizes()))
         return params
+
+    def prepare(self, params):
+        """For small joint spaces (``A**n <= TABLE_MAX_JOINT``) the whole payoff table,
+        ``A**n`` network evaluations once, instead of ``n A`` per round."""
+        if self.num_actions**self.num_agents > TABLE_MAX_JOINT:
+            return params
+        joints = (np.arange(self.num_actions**self.num_agents)[:, None] // self.num_actions ** np.arange(self.num_agents)) % self.num_actions
+        return {"payoffs": jax.vmap(lambda a: self.payoffs(params, a))(jnp.asarray(joints))}
+
+    def prepared_counterfactual_payoffs(self, prepared, joint_action, present=None):
+        if "payoffs" in prepared:
+            return Tabular(self.num_agents, self.num_actions).counterfactual_payoffs(prepared, joint_action)
+        return self.counterfactual_payoffs(prepared, joint_action, present)
 
     def payoffs(self, params, joint_action, present=None):
         emb = params["embed"][jnp.arange(self.num_agents), joint_action]  # (n, E)

@@ -80,16 +80,27 @@ class PublicGoods(Mechanism):
     def levels(self):
         return jnp.linspace(0.0, 1.0, self.num_actions)
 
-    def counterfactual_payoffs(self, params, joint_action, present=None):
-        levels = self.levels()
-        own = levels[joint_action]
-        if present is not None:
-            own = own * present.astype(own.dtype)
-        total_minus = own.sum() - own  # (n,)
-        total = total_minus[:, None] + levels[None, :]  # (n, A)
-        lv = jnp.broadcast_to(levels, total.shape)
-        pay = params["scale"] * (1.0 - jnp.exp(-params["k"] * total)) - params["cost"] * lv**2
+    def _payoff_grid(self, params, total, level):
+        """Payoff for a total contribution and own level (broadcasting arrays)."""
+        pay = params["scale"] * (1.0 - jnp.exp(-params["k"] * total)) - params["cost"] * level**2
         if self.subsidy_hidden is not None:
-            x = jnp.stack([total, lv], axis=-1)  # (n, A, 2)
+            x = jnp.stack(jnp.broadcast_arrays(total, level), axis=-1)
             pay = pay + mlp(params, "sub_", x, len(self._sizes()) - 1, jnp.tanh)[..., 0]
         return pay
+
+    def counterfactual_payoffs(self, params, joint_action, present=None):
+        return self.prepared_counterfactual_payoffs(self.prepare(params), joint_action, present)
+
+    def prepare(self, params):
+        """The payoff on the grid of (sum of contribution codes, own action):
+        ``G[s, k] = payoff(total = s / (A - 1), level = k / (A - 1))``,
+        ``s = 0 .. n (A - 1)``; every round then only gathers from it."""
+        A = self.num_actions
+        sums = jnp.arange(self.num_agents * (A - 1) + 1) / (A - 1)
+        return {"grid": self._payoff_grid(params, sums[:, None], self.levels()[None, :])}
+
+    def prepared_counterfactual_payoffs(self, prepared, joint_action, present=None):
+        codes = joint_action if present is None else jnp.where(present, joint_action, 0)
+        others = codes.sum() - codes  # (n,) code-sum of the others
+        k = jnp.arange(self.num_actions)
+        return prepared["grid"][others[:, None] + k[None, :], k[None, :]]

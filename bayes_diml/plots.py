@@ -1,0 +1,95 @@
+"""Figures for run folders and notebooks (matplotlib ``Figure`` objects, no pyplot state)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["plot_rank_trace", "plot_payoff_differences", "plot_posterior_predictive"]
+
+
+def _entries(fit, names, max_entries):
+    out = []
+    for name in names:
+        values = np.asarray(fit.posterior[name])
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        for j in range(flat.shape[2]):
+            label = name if flat.shape[2] == 1 else f"{name}[{j}]"
+            out.append((label, flat[:, :, j]))
+            if len(out) >= max_entries:
+                return out
+    return out
+
+
+def plot_rank_trace(fit, var_names=None, max_entries: int = 12) -> Figure:
+    """Trace (left) and rank histograms per chain (right) of up to ``max_entries`` entries.
+
+    Rank plots (Vehtari et al. 2021): with well-mixed chains each chain's ranks
+    of the pooled draws are uniform.
+    """
+    entries = _entries(fit, var_names or fit.summary_variables(), max_entries)
+    fig = Figure(figsize=(10, 1.6 * len(entries) + 0.6), layout="constrained")
+    axes = fig.subplots(len(entries), 2, squeeze=False)
+    for (label, draws), (ax_trace, ax_rank) in zip(entries, axes):
+        chains, num = draws.shape
+        ranks = np.argsort(np.argsort(draws.ravel())).reshape(chains, num)
+        bins = np.linspace(0, chains * num, 21)
+        for c in range(chains):
+            ax_trace.plot(draws[c], lw=0.5, alpha=0.8)
+            ax_rank.hist(ranks[c], bins=bins, histtype="step", lw=1.2)
+        ax_rank.axhline(num / 20, color="k", ls=":", lw=0.8)
+        ax_trace.set_ylabel(label, fontsize=8)
+        ax_rank.set_yticks([])
+    axes[0, 0].set_title("trace")
+    axes[0, 1].set_title("rank histogram per chain (uniform = well mixed)")
+    return fig
+
+
+def plot_payoff_differences(table, title: str = "payoff differences (90% intervals)") -> Figure:
+    """Forest plot of a ``payoff_differences`` table; truths as crosses when present."""
+    n = len(table)
+    fig = Figure(figsize=(7, 0.32 * n + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]
+    lo, hi = table["q05"].to_numpy(), table["q95"].to_numpy()
+    colors = np.where(table["in_support"].to_numpy(), "C0", "C7")
+    ax.hlines(y, lo, hi, colors=colors, lw=2)
+    ax.scatter(table["mean"], y, color=colors, s=14, zorder=3, label="posterior mean")
+    if "truth" in table:
+        ax.scatter(table["truth"], y, marker="x", color="C3", s=24, zorder=4, label="truth")
+    labels = [
+        f"agent {r.agent}: {r.action} vs {r.baseline} | {r.joint}" for r in table[["agent", "action", "baseline", "joint"]].itertuples()
+    ]
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_xlabel("Δ = M(action, a₋ᵢ)ᵢ − M(baseline, a₋ᵢ)ᵢ   (grey: context not in the data)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def plot_posterior_predictive(fit) -> Figure:
+    """Observed action frequency per round against the posterior predictive 90% band."""
+    pp = fit.posterior_predictive["action_frequency"]
+    pp = pp.reshape(-1, *pp.shape[2:])  # (draws, T, A)
+    observed = fit.observed_frequencies()
+    rounds = np.arange(fit.data.first_round, fit.data.first_round + fit.data.num_rounds)
+    A = fit.model.num_actions
+    cols = min(A, 4)
+    rows = int(np.ceil(A / cols))
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for k in range(A):
+        ax = axes[k]
+        lo, mid, hi = np.quantile(pp[:, :, k], [0.05, 0.5, 0.95], axis=0)
+        ax.fill_between(rounds, lo, hi, color="C0", alpha=0.3, label="posterior predictive 90%")
+        ax.plot(rounds, mid, color="C0", lw=1)
+        ax.plot(rounds, observed[:, k], color="k", lw=1, label="observed")
+        ax.set_title(f"action {fit.data.action_labels[k]}", fontsize=9)
+        ax.set_ylim(0, max(0.05, float(np.nanmax([hi.max(), np.nanmax(observed[:, k])])) * 1.1))
+    for ax in axes[A:]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.supxlabel("round")
+    fig.supylabel("share of agents")
+    return fig
