@@ -29,6 +29,7 @@ __all__ = [
     "log_likelihood",
     "log_likelihood_per_episode",
     "episode_log_likelihood",
+    "episode_log_likelihoods",
     "teacher_forced_log_policies",
     "linear_recurrence",
     "as_arrays",
@@ -105,9 +106,24 @@ def episode_log_likelihood(
     return jnp.sum(jnp.where(present, played, 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method"))
-def _per_episode(model, params, actions, mask, method="associative"):
-    return jax.vmap(episode_log_likelihood, (None, None, 0, 0, None))(model, params, actions, mask, method)
+def episode_log_likelihoods(
+    model: Model, params: Params, actions: Array, mask: Array, method: str = "associative", episode_batch: int | None = None
+) -> Array:
+    """Per-episode log-likelihoods ``(num_episodes,)`` (traceable; used inside NumPyro).
+
+    With ``episode_batch`` the episodes are processed that many at a time
+    (``lax.map``) and each batch is rematerialised in the backward pass
+    (``jax.checkpoint``), so memory is bounded by one batch: for very large games.
+    """
+    one = functools.partial(episode_log_likelihood, model, params, method=method)
+    if episode_batch is None:
+        return jax.vmap(one)(actions, mask)
+    return jax.lax.map(jax.checkpoint(lambda am: one(*am)), (actions, mask), batch_size=episode_batch)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch"))
+def _per_episode(model, params, actions, mask, method="associative", episode_batch=None):
+    return episode_log_likelihoods(model, params, actions, mask, method, episode_batch)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
@@ -126,20 +142,25 @@ def as_arrays(data) -> tuple[Array, Array]:
     return jnp.asarray(actions, jnp.int32), jnp.asarray(mask)
 
 
-def log_likelihood_per_episode(model: Model, params: Params, data, method: str = "associative") -> Array:
+def log_likelihood_per_episode(
+    model: Model, params: Params, data, method: str = "associative", episode_batch: int | None = None
+) -> Array:
     """Per-episode log-likelihoods, ``(num_episodes,)`` (jitted; vmap over episodes).
 
     Args:
         data: ``Trajectories`` or ``(actions, mask)`` with shapes
             ``(num_episodes, num_rounds, num_agents)``.
+        episode_batch: process episodes this many at a time (bounded memory).
     """
     actions, mask = as_arrays(data)
-    return _per_episode(model, params, actions, mask, method)
+    return _per_episode(model, params, actions, mask, method, episode_batch)
 
 
-def log_likelihood(model: Model, params: Params, data, method: str = "associative") -> Array:
+def log_likelihood(
+    model: Model, params: Params, data, method: str = "associative", episode_batch: int | None = None
+) -> Array:
     """Total log-likelihood over all episodes (round 0 included, masked entries excluded)."""
-    return jnp.sum(log_likelihood_per_episode(model, params, data, method))
+    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch))
 
 
 def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "associative") -> Array:

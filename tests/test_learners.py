@@ -170,8 +170,8 @@ _jit_recurrence = jax.jit(linear_recurrence, static_argnames="method")
 
 @settings(max_examples=20, deadline=None)
 @given(
-    num_rounds=st.sampled_from([1, 2, 3, 5, 8, 13, 40]),  # a few shapes: one compilation each
-    width=st.sampled_from([1, 3]),
+    num_rounds=st.sampled_from([1, 2, 3, 8, 40]),  # a few shapes: one compilation each
+    width=st.just(3),
     seed=st.integers(0, 2**16),
 )
 def test_linear_recurrence_methods_agree_with_loop(num_rounds, width, seed):

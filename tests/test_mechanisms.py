@@ -12,7 +12,7 @@ import pytest
 import reference as ref
 from bayes_diml.errors import SpecError
 from bayes_diml.mechanisms import FAMILIES, Anonymous, Tabular
-from conftest import MECHANISM_CASES, build_case
+from conftest import MECHANISM_CASES, build_case, case_param
 
 # float32 payoffs of O(1) against float64 references
 PAYOFF_RTOL = 1e-5
@@ -94,6 +94,27 @@ def test_counterfactuals_match_brute_force(mechanism_case):
     for a, g in zip(joint, got):
         want = ref.counterfactual_payoffs(case.family, params, a, None, **_ref_kwargs(case))
         np.testing.assert_allclose(g, want, rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL, err_msg=f"a={a}")
+
+
+def test_prepared_path_matches_brute_force(mechanism_case):
+    """``prepare`` (work hoisted out of the round loops, e.g. payoff tables) followed by
+    ``prepared_counterfactual_payoffs`` -- the path the likelihood and the simulator take."""
+    case = mechanism_case
+    mech, params = case.mechanism, case.params["mechanism"]
+    joint = _random_joint_actions(case, seed=8)
+    presence = _random_presence(case, seed=9) if case.allows_absence else np.ones(joint.shape, bool)
+
+    @jax.jit
+    def batched(params, joint, presence):
+        prepared = mech.prepare(params)
+        return jax.vmap(mech.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, joint, presence)
+
+    got = np.asarray(batched(params, jnp.asarray(joint), jnp.asarray(presence)))
+    for a, present, g in zip(joint, presence, got):
+        want = ref.counterfactual_payoffs(case.family, params, a, present, **_ref_kwargs(case))
+        rows = np.flatnonzero(present)
+        np.testing.assert_allclose(g[rows], want[rows], rtol=PAYOFF_RTOL, atol=PAYOFF_ATOL,
+                                   err_msg=f"a={a} present={present}")
 
 
 def test_absent_agents_do_not_count(absence_case):
@@ -191,7 +212,7 @@ def test_anonymous_equals_enumerated_tabular():
         )
 
 
-@pytest.mark.parametrize("case_id", sorted(c for c, (f, _) in MECHANISM_CASES.items() if f in SYMMETRIC_FAMILIES))
+@pytest.mark.parametrize("case_id", [case_param(c) for c, (f, _) in sorted(MECHANISM_CASES.items()) if f in SYMMETRIC_FAMILIES])
 def test_symmetric_families_are_permutation_equivariant(case_id):
     """Permuting agents permutes payoffs (and counterfactual rows), with and without absences."""
     case = build_case(case_id)

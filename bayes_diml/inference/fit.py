@@ -12,7 +12,7 @@ from .._random import as_key
 from ..errors import DataError
 from ..likelihood import as_arrays
 from ..model import Model
-from .numpyro_model import check_identifiable_setup, episode_log_likelihoods, numpyro_model
+from .numpyro_model import check_identifiable_setup, draws_log_likelihoods, numpyro_model
 from .results import Fit
 from .samplers import run_map, run_nuts, run_svi
 
@@ -62,7 +62,7 @@ def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictiv
     result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
     _check_finite(result)
     result.log_likelihood = np.asarray(
-        episode_log_likelihoods(model, result.params_draws(), actions, mask)
+        draws_log_likelihoods(model, result.params_draws(), actions, mask)
     ).reshape(result.num_chains, result.num_draws, -1)
     result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
     return result

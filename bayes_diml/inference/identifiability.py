@@ -176,7 +176,9 @@ def _format_coefficient(value: float) -> str:
     return f"{value:g}"
 
 
-def combination_name(coefficients, names, order=None, digits: int = COEFFICIENT_DIGITS, truncated: bool = False) -> str:
+def combination_name(
+    coefficients, names, order=None, digits: int = COEFFICIENT_DIGITS, truncated: bool = False
+) -> str:
     """A linear combination in readable form, e.g. ``c1[0] + tau[0]``, ``x - 2*y``.
 
     Args:
@@ -211,7 +213,8 @@ def direction_name(vector, names, loading_min: float = LOADING_MIN, max_terms: i
 
     The vector is scaled so its largest loading is +1 (ties within the rounding go
     to the coordinate listed last, so ``tau - c1`` rather than ``c1 - tau``); terms
-    with ``|loading| >= loading_min`` are printed, largest first.
+    with ``|loading| >= loading_min`` are printed, largest first, at most
+    ``max_terms`` of them (more when equal loadings straddle the cut), then ``+ ...``.
     """
     v = np.asarray(vector, np.float64)
     top = np.max(np.abs(v))
@@ -221,7 +224,10 @@ def direction_name(vector, names, loading_min: float = LOADING_MIN, max_terms: i
     keep = [i for i in range(v.size) if abs(v[i]) >= loading_min]
     keep.sort(key=lambda i: (-abs(v[i]), -i))
     v = v * np.sign(v[keep[0]])
-    return combination_name(v, names, order=keep[:max_terms], truncated=len(keep) > max_terms)
+    cut = min(max_terms, len(keep))
+    while cut < len(keep) and abs(v[keep[cut]]) == abs(v[keep[cut - 1]]):
+        cut += 1  # never split equal loadings (``tau - c1`` stays whole)
+    return combination_name(v, names, order=keep[:cut], truncated=cut < len(keep))
 
 
 class FisherDirections(NamedTuple):
@@ -261,7 +267,9 @@ def sparse_basis(vectors: np.ndarray) -> np.ndarray:
     return basis[np.any(basis != 0, axis=1)]
 
 
-def fisher_directions(information, names, flat_tol: float = FLAT_TOL, num_identified: int = NUM_IDENTIFIED) -> FisherDirections:
+def fisher_directions(
+    information, names, flat_tol: float = FLAT_TOL, num_identified: int = NUM_IDENTIFIED
+) -> FisherDirections:
     """Flat and identified directions of an information matrix (float64 NumPy).
 
     The flat subspace is spanned by the eigenvectors with ``|lambda| <= flat_tol *
@@ -283,7 +291,7 @@ def fisher_directions(information, names, flat_tol: float = FLAT_TOL, num_identi
     largest = values[0] if values.size and values[0] > 0 else (np.max(np.abs(values)) if values.size else 0.0)
     flat = np.abs(values) <= flat_tol * largest
     flat_basis = sparse_basis(vectors[:, flat])
-    identified_basis = sparse_basis(vectors[:, ~flat])
+    identified_basis = sparse_basis(vectors[:, ~flat]) if flat.any() else np.eye(values.size)
     loading = np.sqrt(np.sum(vectors[:, flat] ** 2, axis=1))
     chosen = [j for j in range(values.size) if not flat[j] and values[j] > 0][:num_identified]
     return FisherDirections(
@@ -294,7 +302,9 @@ def fisher_directions(information, names, flat_tol: float = FLAT_TOL, num_identi
         identified_basis=identified_basis,
         flat_loading=loading,
         flat_directions=[combination_name(row, names) for row in flat_basis],
-        identified_combinations=[direction_name(row, names, loading_min=0.0, max_terms=len(names)) for row in identified_basis],
+        identified_combinations=[
+            direction_name(row, names, loading_min=0.0, max_terms=len(names)) for row in identified_basis
+        ],
         identified_directions=[direction_name(vectors[:, j], names) for j in chosen],
     )
 
@@ -358,7 +368,9 @@ class IdentifiabilityReport:
         """A short multi-line summary in plain words, for terminals."""
         lines = [f"Identifiability: {self.title}" if self.title else "Identifiability"]
         counts = self.parameters["verdict"].value_counts()
-        lines.append(f"Parameters ({len(self.parameters)} rows): " + ", ".join(f"{int(c)} {v}" for v, c in counts.items()))
+        lines.append(
+            f"Parameters ({len(self.parameters)} rows): " + ", ".join(f"{int(c)} {v}" for v, c in counts.items())
+        )
         if len(self.differences):
             d = self.differences
             median = np.nanmedian(d["contraction"]) if np.isfinite(d["contraction"]).any() else np.nan
@@ -374,9 +386,11 @@ class IdentifiabilityReport:
                 f"{num_flat} flat direction(s) (eigenvalue <= {FLAT_TOL:g} x largest), "
                 f"{self.eigenvalues.size - num_flat} identified"
             )
+            if not num_flat:
+                lines.append("  no flat direction: every coordinate is locally identified by the likelihood")
             sections = (
                 ("flat (no data can move these)", self.flat_directions),
-                ("identified combinations (a sparse basis)", self.identified_combinations),
+                ("identified combinations (a sparse basis)", self.identified_combinations if num_flat else []),
                 ("best identified (top eigenvectors)", self.identified_directions),
             )
             for label, items in sections:
@@ -485,7 +499,8 @@ def _difference_table(fit, prior: dict, queries) -> pd.DataFrame:
         out["contraction"] = np.where(out["prior_sd"] > 0, out["posterior_sd"] / out["prior_sd"], np.nan)
     out["in_support"] = in_support(codes, contexts, mechanism.counts_context, mechanism.num_actions)
     out["verdict"] = [
-        "fixed (no prior spread)" if p == 0 else contraction_verdict(c) for p, c in zip(out["prior_sd"], out["contraction"])
+        "fixed (no prior spread)" if p == 0 else contraction_verdict(c)
+        for p, c in zip(out["prior_sd"], out["contraction"])
     ]
     return out
 
@@ -532,10 +547,10 @@ def _mode_params(fit) -> tuple[dict, dict]:
         total = np.asarray(fit.log_likelihood).reshape(fit.num_total_draws, -1).sum(axis=1)
     else:
         from ..likelihood import as_arrays
-        from .numpyro_model import episode_log_likelihoods
+        from .numpyro_model import draws_log_likelihoods
 
         actions, mask = as_arrays(fit.data)
-        total = np.asarray(episode_log_likelihoods(fit.model, fit.params_draws(), actions, mask)).sum(axis=1)
+        total = np.asarray(draws_log_likelihoods(fit.model, fit.params_draws(), actions, mask)).sum(axis=1)
     best = int(np.nanargmax(total))
     params = jax.tree.map(lambda v: v[0], fit.params_draws([best]))
     return params, {"draw": best, "log_likelihood": float(total[best])}
@@ -593,10 +608,12 @@ def _parameter_table(shapes, prior_sd, posterior_sd, loading) -> pd.DataFrame:
             moving = p > 0
             rms = lambda x: float(np.sqrt(np.mean(x[moving] ** 2))) if moving.any() else 0.0  # noqa: E731
             entry = f"{name}[*] (root-mean-square over {int(moving.sum())} of {len(labels)} entries)"
-            rows.append(_parameter_row(name, entry, rms(p), rms(q), rms(f) if np.isfinite(f).all() else np.nan))
+            known = moving.any() and np.isfinite(f[moving]).all()
+            rows.append(_parameter_row(name, entry, rms(p), rms(q), rms(f) if known else np.nan))
         else:
             rows += [_parameter_row(name, label, p[j], q[j], f[j]) for j, label in enumerate(labels)]
-    return pd.DataFrame(rows, columns=["name", "entry", "prior_sd", "posterior_sd", "contraction", "flat_loading", "verdict"])
+    columns = ["name", "entry", "prior_sd", "posterior_sd", "contraction", "flat_loading", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _parameter_row(name, entry, prior_sd, posterior_sd, flat_loading) -> dict:
@@ -627,7 +644,9 @@ def _fisher_notes(fisher: FisherDirections, mode: dict, num_pinned: int) -> list
         f"log-likelihood {mode['log_likelihood']:.2f}), in the family's natural coordinates."
     ]
     if num_pinned:
-        notes.append(f"{num_pinned} coordinate(s) fixed by the gauge (no prior spread) are left out of the Fisher analysis.")
+        notes.append(
+            f"{num_pinned} coordinate(s) fixed by the gauge (no prior spread) are left out of the Fisher analysis."
+        )
     values, flat = fisher.eigenvalues, fisher.flat
     if flat.any() and (~flat).any():
         smallest_identified = np.min(np.abs(values[~flat]))

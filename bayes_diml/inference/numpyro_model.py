@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpyro
 
 from ..errors import SpecError
-from ..likelihood import episode_log_likelihood
+from ..likelihood import episode_log_likelihoods as _episodes
 from ..model import Model
 
-__all__ = ["numpyro_model", "check_identifiable_setup", "fix_gauge", "episode_log_likelihoods"]
+__all__ = ["numpyro_model", "check_identifiable_setup", "fix_gauge", "draws_log_likelihoods"]
 
 
 def fix_gauge(model: Model) -> bool:
@@ -53,23 +53,19 @@ def sample_params(model: Model) -> dict:
     return {"mechanism": mechanism, "learner": learner}
 
 
-def _per_episode(model, params, actions, mask):
-    return jax.vmap(episode_log_likelihood, (None, None, 0, 0))(model, params, actions, mask)
-
-
 def numpyro_model(model: Model, actions, mask):
     """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``)."""
     params = sample_params(model)
-    numpyro.factor("log_likelihood", jnp.sum(_per_episode(model, params, actions, mask)))
+    numpyro.factor("log_likelihood", jnp.sum(_episodes(model, params, actions, mask)))
 
 
-def episode_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64):
+def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64):
     """Per-episode log-likelihood of every draw: ``(num_draws, num_episodes)``.
 
     ``params_draws`` is the params PyTree with a leading draw axis; draws are
     processed ``batch_size`` at a time (``lax.map``) to bound memory.
     """
     fn = jax.jit(
-        lambda p: jax.lax.map(lambda q: _per_episode(model, q, actions, mask), p, batch_size=batch_size)
+        lambda p: jax.lax.map(lambda q: _episodes(model, q, actions, mask), p, batch_size=batch_size)
     )
     return fn(params_draws)
