@@ -206,17 +206,22 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
     if not isinstance(prior, dict):
         raise SpecError(f"{where}: [mechanism.prior] must be a table")
 
+    mechanism.check_prior_options(prior, f"{where} [mechanism.prior]".replace("[mechanism] [mechanism.prior]", "[mechanism.prior]"))
+
     learner_section = _section(table, "learner", source)
     learner, learner_params = _learner(learner_section, f"{source} [learner]")
-    model = Model(
-        mechanism=mechanism,
-        learner=learner,
-        learner_params=learner_params,
-        mechanism_prior=dict(prior),
-        action_labels=action_labels,
-        agent_labels=agent_labels,
-        spec=table,
-    )
+    try:
+        model = Model(
+            mechanism=mechanism,
+            learner=learner,
+            learner_params=learner_params,
+            mechanism_prior=dict(prior),
+            action_labels=action_labels,
+            agent_labels=agent_labels,
+            spec=table,
+        )
+    except SpecError as err:
+        raise SpecError(f"{source} {err}") from None
 
     if "truth" not in mech_section:
         return model, None

@@ -138,6 +138,13 @@ def _label_problem(label: Any) -> str | None:
         return None
     if "\n" in label or "\r" in label:
         return "contains a line break"
+    if label != label.strip():
+        return "has leading or trailing spaces; labels must not start or end with whitespace"
+    hidden = next((ch for ch in label if not ch.isprintable()), None)
+    if hidden is not None:
+        name = " (a byte-order mark)" if hidden == "\ufeff" else ""
+        return (f"contains the invisible character U+{ord(hidden):04X}{name}; labels must not contain "
+                "invisible or control characters")
     kind, _ = _classify_text(label)
     if kind == _MISSING:
         return "is empty"

@@ -10,6 +10,8 @@ subprocess per setting) and peak device memory where the backend reports it.
 Usage:
     python benchmarks/likelihood.py [--settings E1 E2 E7_n40 ...] [--repeats 20]
         [--method associative|sequential] [--out benchmarks/results/likelihood_cpu.json]
+
+``load_setting``, ``measure_arrays`` and ``machine`` are reused by ``speed.py``.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ SETTINGS = {
 TRAIN_FRACTION = 0.8
 
 
-def measure(name: str, repeats: int, method: str) -> dict:
+def load_setting(name: str):
+    """``(model, params, actions, mask, spec)`` of one of ``SETTINGS``: data simulated
+    from the spec's truth at the paper's sizes (seed 0), the 80% training split,
+    parameters as float32 (the truth)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     import bayes_diml as bd
     from bayes_diml.likelihood import as_arrays
@@ -52,39 +56,148 @@ def measure(name: str, repeats: int, method: str) -> dict:
     data = bd.simulate(model, truth, num_episodes=episodes, num_rounds=rounds, seed=0)
     num_train = int(round(TRAIN_FRACTION * episodes))
     actions, mask = as_arrays(data)
-    actions, mask = actions[:num_train], mask[:num_train]
     params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), truth)
+    return model, params, actions[:num_train], mask[:num_train], spec
+
+
+def peak_memory() -> dict:
+    """Peak host memory of this process (max RSS) and peak device memory where the
+    backend reports it (``memory_stats()["peak_bytes_in_use"]``; ``None`` on CPU)."""
+    import jax
+
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some backends raise instead of returning None
+        stats = None
+    return {
+        "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_device_mb": None if not stats else stats.get("peak_bytes_in_use", 0) / 2**20,
+    }
+
+
+def time_repeats(run, repeats: int, max_seconds: float | None = None) -> list[float]:
+    """Wall seconds of ``run()`` (which must block until its result is ready),
+    ``repeats`` times, stopping early once ``max_seconds`` have been spent (at least once)."""
+    times: list[float] = []
+    spent = 0.0
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+        if max_seconds is not None and spent >= max_seconds:
+            break
+    return times
+
+
+def measure_arrays(
+    model,
+    params,
+    actions,
+    mask,
+    *,
+    repeats: int,
+    method: str = "associative",
+    episode_batch: int | None = None,
+    adam: bool = False,
+    learning_rate: float = 1e-3,
+    max_seconds: float | None = None,
+) -> dict:
+    """Time one training epoch on ``(actions, mask)`` (all episodes, one full batch).
+
+    The loss is ``-sum_e log p(episode e)`` through ``episode_log_likelihoods``
+    (vmap over episodes, or ``lax.map`` + ``jax.checkpoint`` in batches of
+    ``episode_batch``); gradients w.r.t. all mechanism parameters, learner fixed.
+
+    Returns ``compile_seconds`` and ``seconds_per_epoch`` (median after a warm-up
+    call; ``_min`` the fastest) of ``jax.value_and_grad``, and with ``adam`` the
+    same for a full optax Adam step (gradient + update), plus peak memory.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bayes_diml.likelihood import episode_log_likelihoods
+
+    learner_params = params["learner"]
 
     def loss(mechanism_params):
-        p = {"mechanism": mechanism_params, "learner": params["learner"]}
-        return -jnp.sum(jax.vmap(bd.episode_log_likelihood, (None, None, 0, 0, None))(model, p, actions, mask, method))
+        p = {"mechanism": mechanism_params, "learner": learner_params}
+        return -jnp.sum(episode_log_likelihoods(model, p, actions, mask, method, episode_batch))
 
+    result = {"method": method, "episode_batch": episode_batch}
     step = jax.jit(jax.value_and_grad(loss))
     start = time.perf_counter()
     compiled = step.lower(params["mechanism"]).compile()
-    compile_seconds = time.perf_counter() - start
+    result["compile_seconds"] = time.perf_counter() - start
     jax.block_until_ready(compiled(params["mechanism"]))
-    times = []
-    for _ in range(repeats):
+    times = time_repeats(lambda: jax.block_until_ready(compiled(params["mechanism"])), repeats, max_seconds)
+    result.update(
+        seconds_per_epoch=float(np.median(times)),
+        seconds_per_epoch_min=float(np.min(times)),
+        repeats=len(times),
+    )
+    if adam:
+        import optax
+
+        optimizer = optax.adam(learning_rate)
+
+        def train_step(mechanism_params, opt_state):
+            value, grads = jax.value_and_grad(loss)(mechanism_params)
+            updates, opt_state = optimizer.update(grads, opt_state, mechanism_params)
+            return optax.apply_updates(mechanism_params, updates), opt_state, value
+
+        state = (params["mechanism"], optimizer.init(params["mechanism"]))
         start = time.perf_counter()
-        jax.block_until_ready(compiled(params["mechanism"]))
-        times.append(time.perf_counter() - start)
-    device = jax.devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+        compiled_step = jax.jit(train_step).lower(*state).compile()
+        result["adam_compile_seconds"] = time.perf_counter() - start
+
+        def run():
+            nonlocal state
+            *new_state, value = compiled_step(*state)
+            state = tuple(new_state)
+            jax.block_until_ready((state, value))
+
+        run()
+        times = time_repeats(run, repeats, max_seconds)
+        result.update(
+            adam_seconds_per_epoch=float(np.median(times)),
+            adam_seconds_per_epoch_min=float(np.min(times)),
+            adam_repeats=len(times),
+        )
+    result.update(peak_memory())
+    return result
+
+
+def measure(name: str, repeats: int, method: str) -> dict:
+    model, params, actions, mask, spec = load_setting(name)
+    timing = measure_arrays(model, params, actions, mask, repeats=repeats, method=method)
     return {
         "setting": name,
         "spec": spec,
         "num_agents": model.num_agents,
         "num_actions": model.num_actions,
-        "train_episodes": num_train,
-        "rounds": rounds,
+        "train_episodes": int(actions.shape[0]),
+        "rounds": int(actions.shape[1]),
         "method": method,
-        "compile_seconds": compile_seconds,
-        "seconds_per_epoch": float(np.median(times)),
-        "seconds_per_epoch_min": float(np.min(times)),
-        "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_device_mb": None if not stats else stats.get("peak_bytes_in_use", 0) / 2**20,
+        "compile_seconds": timing["compile_seconds"],
+        "seconds_per_epoch": timing["seconds_per_epoch"],
+        "seconds_per_epoch_min": timing["seconds_per_epoch_min"],
+        "peak_host_mb": timing["peak_host_mb"],
+        "peak_device_mb": timing["peak_device_mb"],
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``None``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def machine() -> dict:
@@ -96,6 +209,7 @@ def machine() -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "device": str(jax.devices()[0]),
         "device_kind": jax.devices()[0].device_kind,

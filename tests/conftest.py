@@ -124,7 +124,8 @@ def build_mechanism(case_id: str):
     family, options = MECHANISM_CASES[case_id]
     options = {"num_agents": NUM_AGENTS, **options}
     mechanism = FAMILIES[family](**options)
-    params = mechanism.init_params(jax.random.key(_case_seed(case_id)))
+    # jitted: one compilation instead of one per eager random op
+    params = jax.jit(mechanism.init_params)(jax.random.key(_case_seed(case_id)))
     features = {k: options[k] for k in ("own", "cross") if k in options}
     return family, mechanism, params, features
 

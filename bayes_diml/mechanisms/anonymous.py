@@ -46,7 +46,7 @@ class Anonymous(Mechanism):
     family = "anonymous"
     allows_absence = True
     counts_context = True
-    prior_options = frozenset({"weight_scale"})
+    prior_options = frozenset({"weight_scale", "output_scale"})
 
     def sample_prior(self, options, fix_gauge):
         """As the neural family: ``embed ~ Normal(0, 1)``, weights ``~ Normal(0,
@@ -56,7 +56,12 @@ class Anonymous(Mechanism):
 
         shape = self.param_shapes()["embed"]
         params = {"embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(shape).to_event(2))}
-        params.update(sample_dense_stack("", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge))
+        params.update(
+            sample_dense_stack(
+                "", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge,
+                positive_number(options, "output_scale", 1.0),
+            )
+        )
         return params
 
     @property

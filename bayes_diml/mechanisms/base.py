@@ -124,14 +124,20 @@ class Mechanism:
         from ..errors import SpecError
         import difflib
 
-        for key in options:
+        from ..priors import Prior
+
+        for key, value in options.items():
             if key not in self.prior_options:
-                close = difflib.get_close_matches(key, sorted(self.prior_options), n=1)
+                close = difflib.get_close_matches(key, sorted(self.prior_options), n=1, cutoff=0.5)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise SpecError(
                     f"{where}: unknown key '{key}' for the {self.family} family{hint}; "
                     f"allowed: {sorted(self.prior_options)}"
                 )
+            if isinstance(value, dict):
+                Prior.parse(value, f"{where} {key}")
+            else:
+                positive_number(options, key, 1.0, where)
 
     # ---------------------------------------------------------------- helpers
     def check_params(self, params: Params, where: str = "params") -> None:
@@ -225,8 +231,11 @@ def sample_site(name: str, options: dict, default: dict, shape: tuple[int, ...],
     return numpyro.sample(name, distribution)
 
 
-def sample_dense_stack(prefix: str, sizes: list[int], scale: float, drop_last_bias: bool) -> Params:
-    """Normal(0, scale / sqrt(fan_in)) priors on a dense stack's weights and biases.
+def sample_dense_stack(
+    prefix: str, sizes: list[int], scale: float, drop_last_bias: bool, output_scale: float = 1.0
+) -> Params:
+    """Normal(0, scale / sqrt(fan_in)) priors on a dense stack's weights and biases
+    (the output layer's multiplied by ``output_scale``: the prior payoff scale).
 
     With ``drop_last_bias`` the output bias is fixed at zero: it shifts every
     action's payoff alike, which no full-information learner can see (the gauge).
@@ -237,7 +246,7 @@ def sample_dense_stack(prefix: str, sizes: list[int], scale: float, drop_last_bi
     params: Params = {}
     num_layers = len(sizes) - 1
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        s = scale / np.sqrt(fan_in)
+        s = scale / np.sqrt(fan_in) * (output_scale if layer == num_layers - 1 else 1.0)
         params[f"{prefix}w{layer}"] = numpyro.sample(
             f"{prefix}w{layer}", dist.Normal(0.0, s).expand((fan_in, fan_out)).to_event(2)
         )

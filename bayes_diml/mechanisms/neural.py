@@ -37,7 +37,7 @@ class Neural(Mechanism):
 
     family = "neural"
     allows_absence = False
-    prior_options = frozenset({"weight_scale"})
+    prior_options = frozenset({"weight_scale", "output_scale"})
 
     def sample_prior(self, options, fix_gauge):
         """Embeddings ``~ Normal(0, 1)``; weights and biases ``~ Normal(0, weight_scale /
@@ -47,7 +47,12 @@ class Neural(Mechanism):
 
         shape = self.param_shapes()["embed"]
         params = {"embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(shape).to_event(3))}
-        params.update(sample_dense_stack("", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge))
+        params.update(
+            sample_dense_stack(
+                "", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge,
+                positive_number(options, "output_scale", 1.0),
+            )
+        )
         return params
 
     @property
