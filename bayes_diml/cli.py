@@ -139,6 +139,8 @@ def _parse_set(items) -> tuple[dict, dict]:
         if "=" not in item:
             raise DataError(f"--set {item!r}: expected KEY=VALUE, e.g. mechanism.tau=[0.3,0,0,0,0] or learner.beta=4.2")
         key, text = item.split("=", 1)
+        if text.strip().startswith("*"):  # the shell ate the quotes of "*0.6"
+            text = '"' + text.strip() + '"'
         scope, _, name = key.strip().partition(".")
         if scope not in ("mechanism", "learner") or not name:
             raise DataError(f"--set {item!r}: the key must be mechanism.NAME or learner.NAME")
@@ -248,6 +250,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except DataError as err:  # SpecError is a DataError
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

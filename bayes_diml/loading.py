@@ -30,6 +30,8 @@ def load_data(path, model: Model | None = None):
         raise DataError(f"{path}: unknown data format '{path.suffix}'; expected .csv or .parquet")
     if not path.exists():
         raise DataError(f"{path}: data file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file (a folder?); expected a .csv or .parquet data file")
     kwargs = {}
     if model is not None:
         kwargs = {"num_actions": model.num_actions, "action_labels": model.action_labels}

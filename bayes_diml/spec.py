@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import numeric_array
 from .errors import SpecError
 from .learners import LEARNERS
 from .mechanisms import FAMILIES
@@ -108,6 +109,14 @@ def _labels(section: dict, key: str, count: int, where: str) -> tuple | None:
         raise SpecError(f"{where}: '{key}' has duplicate labels: {labels!r}")
     if kinds <= {int} and key == "action_labels" and labels != list(range(count)):
         raise SpecError(f"{where}: integer action labels must be their own codes 0..{count - 1}, got {labels!r}")
+    if key == "agent_labels" and labels != sorted(labels):
+        raise SpecError(f"{where}: 'agent_labels' must be sorted (agent i is the i-th smallest label), got {labels!r}")
+    from .trajectories import _label_problem
+
+    for label in labels:
+        problem = _label_problem(label)
+        if problem:
+            raise SpecError(f"{where}: '{key}' label {label!r} {problem}")
     return tuple(labels)
 
 
@@ -235,18 +244,23 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
     for key, value in truth_section.items():
         if key == "weights":
             continue
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise SpecError(f"{where}: '{key}' must be a number or a (nested) list of numbers") from None
-        mech_truth[key] = array
+        mech_truth[key] = numeric_array(value, f"{where} '{key}'", SpecError)
     mechanism.check_params(mech_truth, where)
 
     learner_truth_section = learner_section.get("truth", {})
     if not isinstance(learner_truth_section, dict):
         raise SpecError(f"{source} [learner.truth]: must be a table")
-    _unknown(learner_truth_section, set(learner.param_names), f"{source} [learner.truth]")
-    learner_truth = model.learner_values({k: float(v) for k, v in learner_truth_section.items()})
+    where = f"{source} [learner.truth]"
+    _unknown(learner_truth_section, set(learner.param_names), where)
+    for key in learner_truth_section:
+        if key in model.fixed_learner_params:
+            raise SpecError(
+                f"{where}: '{key}' is fixed in [learner]; [learner.truth] gives values only for "
+                "parameters that carry a prior"
+            )
+    learner_truth = model.learner_values(
+        {k: float(numeric_array(v, f"{where} '{k}'", SpecError)) for k, v in learner_truth_section.items()}
+    )
     learner.check_params(learner_truth, f"{source} [learner.truth]")
     return model, {"mechanism": mech_truth, "learner": learner_truth}
 

@@ -130,6 +130,7 @@ def time_reference_epoch(script: str, setting: str, epochs: int = 3, device: str
         "torch_threads": torch.get_num_threads(),
         "peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_device_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "loadavg": os.getloadavg(),
     }
 
 

@@ -142,13 +142,13 @@ def load(name: str, simulate_below: int, large_actions: int = LARGE_ACTIONS):
     shape = (LARGE_EPISODES, LARGE_ROUNDS, n)
     if n < simulate_below:
         actions = simulate_arrays(model, params, key, LARGE_EPISODES, LARGE_ROUNDS)
-        data = "simulated with simulate_arrays from a random truth Anonymous(n, 50).init_params(key 0)"
+        data = f"simulated with simulate_arrays from a random truth Anonymous(n, {large_actions}).init_params(key 0)"
     else:
         actions = jax.random.randint(key, shape, 0, large_actions, jnp.int32)
         data = "actions drawn uniformly at random (the likelihood's cost does not depend on which actions were played)"
     actions = jax.block_until_ready(actions.astype(jnp.int32))
     mask = jnp.zeros(shape, bool)
-    return model, params, actions, mask, {"data": data, "truth": "Anonymous(n, 50).init_params(key 0)"}
+    return model, params, actions, mask, {"data": data, "truth": f"Anonymous(n, {large_actions}).init_params(key 0)"}
 
 
 def worker(name: str, method: str, episode_batch: str, repeats: int, max_seconds: float, simulate_below: int, large_actions: int) -> dict:

@@ -250,6 +250,22 @@ MALFORMED: dict[str, tuple[str, tuple[str, ...]]] = {
         edit("actions = 5", 'actions = 5\nagent_labels = ["ann", "bob", "bob", "cy"]'),
         ("[game]", "'agent_labels'"),
     ),
+    "mechanism_prior_unknown_key": (
+        edit("[learner]", '[mechanism.prior]\ndd = {dist = "normal", loc = 0, scale = 1}\n\n[learner]'),
+        ("[mechanism.prior]", "'dd'", "did you mean 'd'"),
+    ),
+    "mechanism_prior_bad_prior": (
+        edit("[learner]", '[mechanism.prior]\nd = {dist = "normal", loc = 0, scale = -1}\n\n[learner]'),
+        ("[mechanism.prior]", "d", "'scale'"),
+    ),
+    "mechanism_prior_not_a_table": (
+        edit('family = "congestion"', 'family = "congestion"\nprior = 3'),
+        ("[mechanism.prior]",),
+    ),
+    "mechanism_prior_option_of_another_family": (
+        edit("[learner]", "[mechanism.prior]\nweight_scale = 2.0\n\n[learner]"),
+        ("[mechanism.prior]", "'weight_scale'"),
+    ),
     "learner_truth_unknown_parameter": (
         BASE + "\n[learner.truth]\ngamma = 0.5\n",
         ("[learner.truth]", "'gamma'"),
@@ -263,14 +279,7 @@ def test_malformed_spec_is_refused_naming_file_and_key(tmp_path, case):
     refused(write_spec(tmp_path, text), *fragments)
 
 
-# Learner parameters outside their domains. The SpecError names the parameter but not the
-# file: Model.__post_init__ checks the fixed values with the location "[learner]" only.
-_SPEC_BUG_DOMAIN = (
-    "bayes_diml/model.py Model.__post_init__ calls learner.check_params(..., '[learner]') "
-    "without the spec's file name (parse_spec builds the Model before it knows to say where): "
-    "e.g. alpha = -0.1 gives \"[learner]: learner parameter 'alpha' = -0.1: alpha must be in "
-    "(0, 1]\", which does not name the spec file"
-)
+# Learner parameters outside their domains (checked in Model.__post_init__).
 OUT_OF_DOMAIN: dict[str, tuple[str, str]] = {
     "alpha_negative": ("alpha = 0.25", "alpha = -0.1"),
     "alpha_zero": ("alpha = 0.25", "alpha = 0"),
@@ -282,21 +291,10 @@ OUT_OF_DOMAIN: dict[str, tuple[str, str]] = {
 }
 
 
-def _parameter(case: str) -> str:
-    return case.split("_")[0]
-
-
 @pytest.mark.parametrize("case", sorted(OUT_OF_DOMAIN))
-def test_learner_parameter_out_of_domain_is_refused_naming_it(tmp_path, case):
-    path = write_spec(tmp_path, edit(*OUT_OF_DOMAIN[case]))
-    with pytest.raises(SpecError, match=f"'{_parameter(case)}'"):
-        bayes_diml.read_spec(path)
-
-
-@pytest.mark.xfail(strict=True, reason=_SPEC_BUG_DOMAIN)
-@pytest.mark.parametrize("case", sorted(OUT_OF_DOMAIN))
-def test_learner_parameter_out_of_domain_message_names_the_file(tmp_path, case):
-    refused(write_spec(tmp_path, edit(*OUT_OF_DOMAIN[case])), "[learner]", f"'{_parameter(case)}'")
+def test_learner_parameter_out_of_domain_is_refused_naming_file_and_parameter(tmp_path, case):
+    parameter = case.split("_")[0]
+    refused(write_spec(tmp_path, edit(*OUT_OF_DOMAIN[case])), "[learner]", f"'{parameter}'")
 
 
 def test_learner_c_below_one_is_refused(tmp_path):
@@ -344,8 +342,8 @@ def test_spec_that_is_not_utf8_is_refused(tmp_path):
 
 # ---------------------------------------------------------- known spec-layer bugs
 # Each is a refusal the schema (models/README.md, DESIGN §9) promises and read_spec does not
-# make. Strict xfails: a fix shows up as XPASS(strict) -> drop the mark.
-KNOWN_BUGS: dict[str, tuple[str, tuple[str, ...], str]] = {
+# make. Found by the test-writing pass and fixed; kept as regression tests (the third field says what went wrong).
+FIXED_BUGS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "truth_strings_coerced": (
         edit("c1 = [0.1785, 0.1895, 0.3443, 0.1276, 0.2800]", 'c1 = ["0.1785", "0.1895", "0.3443", "0.1276", "0.28"]'),
         ("[mechanism.truth]", "'c1'"),
@@ -371,18 +369,13 @@ KNOWN_BUGS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "alpha = 0.25 (README: [learner.truth] holds parameters that carry a prior); truth['learner']['alpha'] "
         "becomes 0.5 so simulate uses 0.5 while fit assumes 0.25; expected SpecError naming 'alpha'",
     ),
-    "mechanism_prior_unknown_key": (
-        edit("[learner]", '[mechanism.prior]\ndd = {dist = "normal", loc = 0, scale = 1}\n\n[learner]'),
-        ("[mechanism.prior]", "'dd'", "did you mean 'd'"),
-        "bayes_diml/spec.py parse_spec stores [mechanism.prior] unvalidated (Mechanism.check_prior_options "
-        "runs only in inference/numpyro_model.py), so read_spec and `bayes-diml check --spec` accept the "
-        "unknown key 'dd' (README: unknown keys are refused with the closest known key)",
-    ),
-    "mechanism_prior_bad_prior": (
-        edit("[learner]", '[mechanism.prior]\nd = {dist = "normal", loc = 0, scale = -1}\n\n[learner]'),
-        ("[mechanism.prior]", "'scale'"),
-        "bayes_diml/spec.py parse_spec does not parse [mechanism.prior] tables: d = {dist = \"normal\", "
-        "scale = -1} is accepted by read_spec (refused only at fit time)",
+    "mechanism_prior_number_for_a_prior_table": (
+        edit("[learner]", "[mechanism.prior]\nd = 2.0\n\n[learner]"),
+        ("[mechanism.prior]", "'d'"),
+        "mechanisms/base.py check_prior_options (called by read_spec since dda8466) accepts any positive "
+        "number for any known key, so congestion's `d = 2.0` passes read_spec and `check --spec`, and the "
+        "fit then fails in sample_site with \"[mechanism.prior] d: a prior is an inline table\" (the "
+        "read-time check does not know which keys take a prior table and which a number, e.g. weight_scale)",
     ),
     "agent_labels_not_sorted": (
         edit("actions = 5", 'actions = 5\nagent_labels = ["bob", "ann", "cy", "dee"]'),
@@ -402,10 +395,10 @@ KNOWN_BUGS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[c][2])) for c in sorted(KNOWN_BUGS)],
+    sorted(FIXED_BUGS),
 )
 def test_spec_refusals_the_schema_promises(tmp_path, case):
-    text, fragments, _ = KNOWN_BUGS[case]
+    text, fragments, _ = FIXED_BUGS[case]
     refused(write_spec(tmp_path, text), *fragments)
 
 
@@ -415,9 +408,9 @@ def test_spec_refusals_the_schema_promises(tmp_path, case):
 def test_string_action_labels_keep_their_order(tmp_path):
     # README: string actions in data are coded in the order of action_labels (else sorted),
     # so an unsorted list is valid and defines the codes.
-    labels = ["walk", "bus", "car", "bike", "train"]
-    model, _ = bayes_diml.read_spec(write_spec(tmp_path, edit("actions = 5", f"actions = 5\naction_labels = {labels!r}".replace("'", '"'))))
-    assert model.action_labels == tuple(labels)
+    text = edit("actions = 5", 'actions = 5\naction_labels = ["walk", "bus", "car", "bike", "train"]')
+    model, _ = bayes_diml.read_spec(write_spec(tmp_path, text))
+    assert model.action_labels == ("walk", "bus", "car", "bike", "train")
 
 
 def test_integer_action_labels_and_agent_labels(tmp_path):

@@ -34,6 +34,7 @@ import pandas as pd
 
 from .._random import as_key
 from .._types import Array, Params, PRNGKey
+from .._checks import numeric_array
 from ..errors import DataError, SpecError
 from ..mechanisms import Mechanism
 from ..model import Model
@@ -525,15 +526,7 @@ def _parse_float(text: str) -> float | None:
 
 def _finite_array(value, where: str) -> np.ndarray:
     """``value`` as a float64 array; ``DataError`` when not numbers or not finite."""
-    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
-        raise DataError(f"{where}: expected numbers, got {value!r}")
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: expected numbers, got {value!r}") from None
-    if array.dtype == object or not np.all(np.isfinite(array)):
-        raise DataError(f"{where}: values must be finite numbers (no NaN or inf), got {array.tolist()}")
-    return array
+    return numeric_array(value, where)
 
 
 def _hint(name: str, known) -> str:

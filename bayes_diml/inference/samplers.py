@@ -201,17 +201,33 @@ def run_svi(
     *,
     guide: str = "normal",
     steps: int = 2000,
-    learning_rate: float = 0.01,
+    learning_rate: float = 0.002,
     num_samples: int = 1000,
     rank: int | None = None,
     num_particles: int = 1,
+    map_steps: int | None = None,
+    map_learning_rate: float = 0.01,
     progress: bool = True,
 ):
-    """Stochastic variational inference: AutoNormal or AutoLowRankMultivariateNormal."""
+    """Stochastic variational inference: AutoNormal or AutoLowRankMultivariateNormal.
+
+    The guide's means start at a MAP estimate (``map_steps`` Adam steps on the log
+    joint, default ``steps // 2``; 0 starts from a shrunk prior draw): the noisy
+    ELBO gradient of a large network rarely finds the mode by itself, the
+    deterministic MAP objective does (measured on E1 with unit-scale payoff
+    differences: relative error 0.64 without the warm start, 0.10 for MAP).
+    """
+    map_steps = steps // 2 if map_steps is None else map_steps
+    init_loc = init_to_shrunk_sample
+    if map_steps > 0:
+        from numpyro.infer import init_to_value
+
+        mode, _, _ = run_map(fn, actions, mask, key, steps=map_steps, learning_rate=map_learning_rate, restarts=1, progress=progress)
+        init_loc = init_to_value(values={k: jnp.asarray(v[0, 0]) for k, v in mode.items()})
     if guide == "normal":
-        auto = AutoNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01)
+        auto = AutoNormal(fn, init_loc_fn=init_loc, init_scale=0.01)
     elif guide == "lowrank":
-        auto = AutoLowRankMultivariateNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01, rank=rank)
+        auto = AutoLowRankMultivariateNormal(fn, init_loc_fn=init_loc, init_scale=0.01, rank=rank)
     else:
         raise ValueError(f"guide must be 'normal' or 'lowrank', got {guide!r}")
     optimizer = optax_to_numpyro(optax.adam(learning_rate))
@@ -229,6 +245,7 @@ def run_svi(
     info = {
         "guide": guide,
         "steps": steps,
+        "map_steps": map_steps,
         "learning_rate": learning_rate,
         "num_samples": num_samples,
         "seconds": seconds,

@@ -100,8 +100,15 @@ def load_fit(directory):
             raise DataError(f"{directory}: not a run folder (missing {name})")
     model, _ = read_spec(directory / "spec.toml")
     data = load_data(directory / "data.csv", model)
-    meta = json.loads((directory / "fit.json").read_text(encoding="utf-8"))
-    tree = xr.open_datatree(directory / "posterior.nc", engine="h5netcdf").load()
+    try:
+        meta = json.loads((directory / "fit.json").read_text(encoding="utf-8"))
+        method, info = meta["method"], meta["info"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{directory / 'fit.json'}: not a valid run description ({err})") from None
+    try:
+        tree = xr.open_datatree(directory / "posterior.nc", engine="h5netcdf").load()
+    except (OSError, ValueError) as err:
+        raise DataError(f"{directory / 'posterior.nc'}: cannot read the posterior ({err})") from None
 
     def group(name):
         if name not in tree.children:
@@ -117,10 +124,10 @@ def load_fit(directory):
     return Fit(
         model=model,
         data=data,
-        method=meta["method"],
+        method=method,
         posterior=posterior,
         sample_stats=group("sample_stats"),
-        info=meta["info"],
+        info=info,
         log_likelihood=None if log_lik is None else log_lik["actions"],
         posterior_predictive=pp,
     )

@@ -47,6 +47,7 @@ class Anonymous(Mechanism):
     allows_absence = True
     counts_context = True
     prior_options = frozenset({"weight_scale", "output_scale"})
+    prior_numbers = frozenset({"weight_scale", "output_scale"})
 
     def sample_prior(self, options, fix_gauge):
         """As the neural family: ``embed ~ Normal(0, 1)``, weights ``~ Normal(0,

@@ -52,6 +52,8 @@ class Mechanism:
             through their action counts (the "opponent context" is then the
             count vector, e.g. for support checks).
         prior_options: keys this family accepts in ``[mechanism.prior]``.
+        prior_numbers: those of them that are plain positive numbers (scales);
+            the others are prior tables.
     """
 
     num_agents: int
@@ -61,6 +63,7 @@ class Mechanism:
     allows_absence: ClassVar[bool] = False
     counts_context: ClassVar[bool] = False
     prior_options: ClassVar[frozenset[str]] = frozenset()
+    prior_numbers: ClassVar[frozenset[str]] = frozenset()
 
     # ----------------------------------------------------------------- params
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -134,10 +137,10 @@ class Mechanism:
                     f"{where}: unknown key '{key}' for the {self.family} family{hint}; "
                     f"allowed: {sorted(self.prior_options)}"
                 )
-            if isinstance(value, dict):
-                Prior.parse(value, f"{where} {key}")
-            else:
+            if key in self.prior_numbers:
                 positive_number(options, key, 1.0, where)
+            else:
+                Prior.parse(value, f"{where} '{key}'")
 
     # ---------------------------------------------------------------- helpers
     def check_params(self, params: Params, where: str = "params") -> None:

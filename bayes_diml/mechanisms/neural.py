@@ -38,6 +38,7 @@ class Neural(Mechanism):
     family = "neural"
     allows_absence = False
     prior_options = frozenset({"weight_scale", "output_scale"})
+    prior_numbers = frozenset({"weight_scale", "output_scale"})
 
     def sample_prior(self, options, fix_gauge):
         """Embeddings ``~ Normal(0, 1)``; weights and biases ``~ Normal(0, weight_scale /
@@ -87,7 +88,7 @@ class Neural(Mechanism):
         return self.counterfactual_payoffs(prepared, joint_action, present)
 
     def payoffs(self, params, joint_action, present=None):
-        emb = params["embed"][jnp.arange(self.num_agents), joint_action]  # (n, E)
+        emb = jnp.asarray(params["embed"])[jnp.arange(self.num_agents), joint_action]  # (n, E)
         return mlp(params, "", emb.reshape(-1), len(self._sizes()) - 1, jnp.tanh)
 
     def counterfactual_payoffs(self, params, joint_action, present=None):

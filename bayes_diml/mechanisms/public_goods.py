@@ -46,6 +46,7 @@ class PublicGoods(Mechanism):
     allows_absence = True
     counts_context = True
     prior_options = frozenset({"scale", "k", "cost", "weight_scale"})
+    prior_numbers = frozenset({"weight_scale"})
 
     def sample_prior(self, options, fix_gauge):
         """``scale ~ LogNormal(0, 1)``, ``k ~ LogNormal(log 2, 1)``, ``cost ~ Normal(0, 1)``;

@@ -40,6 +40,7 @@ class Tabular(Mechanism):
     family = "tabular"
     allows_absence = False
     prior_options = frozenset({"scale"})
+    prior_numbers = frozenset({"scale"})
 
     def free_entries(self, fix_gauge: bool) -> tuple[np.ndarray, np.ndarray]:
         """(row, agent) index arrays of the table entries that are sampled.
