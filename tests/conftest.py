@@ -63,13 +63,7 @@ PER_AGENT_LEARNER_VALUES: dict[str, np.ndarray] = {
 
 # Families whose package code is known to be broken: their cases are strict xfails, so the
 # suite stays green and an eventual fix shows up as XPASS(strict) -> delete the entry.
-KNOWN_BROKEN_FAMILIES: dict[str, str] = {
-    # bayes_diml/mechanisms/linear.py: class Linear lost param_shapes, init_params, the
-    # num_features property and __post_init__ validation; init_params raises
-    # NotImplementedError (mechanisms/base.py) and invisible_features/sample_prior use the
-    # undefined self.num_features.
-    "linear": "Linear lacks param_shapes/init_params/num_features (mechanisms/linear.py)",
-}
+KNOWN_BROKEN_FAMILIES: dict[str, str] = {}
 
 
 def case_marks(case_id: str) -> list:

@@ -40,6 +40,39 @@ class Linear(Mechanism):
     counts_context = True
     prior_options = frozenset({"theta"})
 
+    def __post_init__(self):
+        from ..errors import SpecError
+
+        A = self.num_actions
+        if self.own is None and self.cross is None:
+            raise SpecError("linear family: give at least one of the feature arrays 'own' (A, F) or 'cross' (A, A, F)")
+        num_features = None
+        for name, arr, lead in (("own", self.own, (A,)), ("cross", self.cross, (A, A))):
+            if arr is None:
+                continue
+            arr = np.asarray(arr)
+            if arr.ndim != len(lead) + 1 or arr.shape[: len(lead)] != lead:
+                raise SpecError(f"linear family: feature array '{name}' has shape {arr.shape}, expected {lead + ('F',)}")
+            if not np.all(np.isfinite(arr)):
+                raise SpecError(f"linear family: feature array '{name}' has non-finite entries")
+            if num_features is not None and arr.shape[-1] != num_features:
+                raise SpecError("linear family: 'own' and 'cross' disagree on the number of features F")
+            num_features = arr.shape[-1]
+        if self.feature_names and len(self.feature_names) != num_features:
+            raise SpecError(f"linear family: {len(self.feature_names)} feature_names for {num_features} features")
+
+    @property
+    def num_features(self) -> int:
+        """F, the number of features."""
+        arr = self.own if self.own is not None else self.cross
+        return int(np.shape(arr)[-1])
+
+    def param_shapes(self):
+        return {"theta": (self.num_features,)}
+
+    def init_params(self, key: PRNGKey) -> Params:
+        return {"theta": jax.random.normal(key, (self.num_features,))}
+
     def invisible_features(self) -> np.ndarray:
         """Boolean ``(F,)``: features that do not vary with the agent's own action in
         any context; they shift all own actions alike and are pinned at 0 when the
