@@ -16,9 +16,9 @@ def run_demo(
     progress: bool = True,
     num_episodes: int = 48,
     num_rounds: int = 60,
-    num_chains: int = 2,
-    num_warmup: int = 400,
-    num_samples: int = 400,
+    num_chains: int = 4,
+    num_warmup: int = 300,
+    num_samples: int = 300,
     num_queries: int = 100,
     show: int = 12,
 ) -> int:

@@ -13,9 +13,8 @@ from .base import (
     dense_stack_shapes,
     init_dense_stack,
     mlp,
-    positive_number,
     present_counts,
-    sample_dense_stack,
+    sample_network,
 )
 
 __all__ = ["Anonymous"]
@@ -50,20 +49,10 @@ class Anonymous(Mechanism):
     prior_numbers = frozenset({"weight_scale", "output_scale"})
 
     def sample_prior(self, options, fix_gauge):
-        """As the neural family: ``embed ~ Normal(0, 1)``, weights ``~ Normal(0,
-        weight_scale / sqrt(fan_in))``, the output bias pinned at 0 when the gauge is fixed."""
-        import numpyro
-        import numpyro.distributions as dist
-
-        shape = self.param_shapes()["embed"]
-        params = {"embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(shape).to_event(2))}
-        params.update(
-            sample_dense_stack(
-                "", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge,
-                positive_number(options, "output_scale", 1.0),
-            )
-        )
-        return params
+        """See ``sample_network``: standard-normal embeddings, ``Normal(0, weight_scale /
+        sqrt(fan_in))`` weights (output layer times ``output_scale``), output bias
+        pinned at 0 when the gauge is fixed."""
+        return sample_network(self.param_shapes()["embed"], self._sizes(), options, fix_gauge)
 
     @property
     def embedding_size(self) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "init_dense_stack",
     "sample_site",
     "sample_dense_stack",
+    "sample_network",
     "positive_number",
 ]
 
@@ -259,6 +260,28 @@ def sample_dense_stack(
             params[f"{prefix}b{layer}"] = numpyro.sample(
                 f"{prefix}b{layer}", dist.Normal(0.0, s).expand((fan_out,)).to_event(1)
             )
+    return params
+
+
+def sample_network(embed_shape: tuple[int, ...], sizes: list[int], options: dict, fix_gauge: bool) -> Params:
+    """Prior of an embedding + dense network (neural and anonymous families).
+
+    ``embed ~ Normal(0, 1)``; weights and biases ``~ Normal(0, weight_scale /
+    sqrt(fan_in))``, the output layer's times ``output_scale``; the output bias
+    pinned at 0 when the gauge is fixed (it shifts every action's payoff alike).
+    """
+    import numpyro
+    import numpyro.distributions as dist
+
+    params: Params = {
+        "embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(embed_shape).to_event(len(embed_shape)))
+    }
+    params.update(
+        sample_dense_stack(
+            "", sizes, positive_number(options, "weight_scale", 1.0), fix_gauge,
+            positive_number(options, "output_scale", 1.0),
+        )
+    )
     return params
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._types import Params, PRNGKey
 from .tabular import Tabular
-from .base import Mechanism, dense_stack_shapes, init_dense_stack, mlp, positive_number, sample_dense_stack
+from .base import Mechanism, dense_stack_shapes, init_dense_stack, mlp, sample_network
 
 __all__ = ["Neural", "TABLE_MAX_JOINT"]
 
@@ -41,20 +41,10 @@ class Neural(Mechanism):
     prior_numbers = frozenset({"weight_scale", "output_scale"})
 
     def sample_prior(self, options, fix_gauge):
-        """Embeddings ``~ Normal(0, 1)``; weights and biases ``~ Normal(0, weight_scale /
-        sqrt(fan_in))`` (default 1); the output bias pinned at 0 when the gauge is fixed."""
-        import numpyro
-        import numpyro.distributions as dist
-
-        shape = self.param_shapes()["embed"]
-        params = {"embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(shape).to_event(3))}
-        params.update(
-            sample_dense_stack(
-                "", self._sizes(), positive_number(options, "weight_scale", 1.0), fix_gauge,
-                positive_number(options, "output_scale", 1.0),
-            )
-        )
-        return params
+        """See ``sample_network``: standard-normal embeddings, ``Normal(0, weight_scale /
+        sqrt(fan_in))`` weights (output layer times ``output_scale``), output bias
+        pinned at 0 when the gauge is fixed."""
+        return sample_network(self.param_shapes()["embed"], self._sizes(), options, fix_gauge)
 
     @property
     def embedding_size(self) -> int:
