@@ -100,6 +100,8 @@ def test_e1_neural_svi_relative_error():
     truth = {"mechanism": mechanism, "learner": truth["learner"]}
     model = dataclasses.replace(model, mechanism_prior={"output_scale": scale})
     data = bd.simulate(model, truth, num_episodes=60, num_rounds=60, seed=0)
-    fit = bd.fit(model, data, method="svi", seed=0, steps=4000, learning_rate=0.001, num_samples=200, progress=False)
+    fit = bd.fit(
+        model, data, method="svi", seed=0, steps=1000, map_steps=2000, learning_rate=0.0005, num_samples=400, progress=False
+    )
     table = fit.payoff_differences(sample_queries(data, 300, seed=1), truth=truth["mechanism"])
     assert relative_error(table) < RELATIVE_ERROR_MAX, relative_error(table)
