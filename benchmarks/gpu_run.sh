@@ -26,11 +26,14 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# Full float32 matrix products, like PyTorch's default (no TF32), for a like-for-like comparison.
+export JAX_DEFAULT_MATMUL_PRECISION=${JAX_DEFAULT_MATMUL_PRECISION:-highest}
 
 log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$LOG"; }
 left() { echo $((BUDGET_S - SECONDS)); }
 
 : >"$LOG"
+rm -f "$JSON" "$JSON.tmp"  # results of an earlier run in the same $OUT are not mixed in
 log "gpu_run.sh start; GPU_SMOKE=${GPU_SMOKE:-0}; budget ${BUDGET_S}s"
 if command -v nvidia-smi >/dev/null 2>&1; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
@@ -76,7 +79,7 @@ if [ "${GPU_SMOKE:-0}" = "1" ]; then
 else
     COMMON=(--repeats 5 --max-seconds 8 --worker-timeout 170 "${REF_ARGS[@]}" --reference-epochs 3)
     # 1. The numbers that matter most: ours vs the authors' trainer, then 10,000 and 1,000,000 agents.
-    part 290 "${COMMON[@]}" --sequential-for --settings E1 E2_neural E7_n120 E7_n300 anon_n10000 anon_n1000000
+    part 320 "${COMMON[@]}" --sequential-for --settings E1 E2_neural E7_n120 E7_n300 anon_n10000 anon_n1000000
     # 2. The rest: structured E2 (+ sequential recurrence), E7_n120 sequential, E3, the other E7 sizes.
     part 150 "${COMMON[@]}" --sequential-for E2 --settings E2 E3 E7_n40 E7_n80 E7_n200
     part 60 "${COMMON[@]}" --methods sequential --sequential-for --reference-settings --settings E7_n120

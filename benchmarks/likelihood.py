@@ -122,17 +122,17 @@ def measure_arrays(
 
     learner_params = params["learner"]
 
-    def loss(mechanism_params):
+    def loss(mechanism_params, actions, mask):  # data as arguments, not as constants baked into the program
         p = {"mechanism": mechanism_params, "learner": learner_params}
         return -jnp.sum(episode_log_likelihoods(model, p, actions, mask, method, episode_batch))
 
     result = {"method": method, "episode_batch": episode_batch}
     step = jax.jit(jax.value_and_grad(loss))
     start = time.perf_counter()
-    compiled = step.lower(params["mechanism"]).compile()
+    compiled = step.lower(params["mechanism"], actions, mask).compile()
     result["compile_seconds"] = time.perf_counter() - start
-    jax.block_until_ready(compiled(params["mechanism"]))
-    times = time_repeats(lambda: jax.block_until_ready(compiled(params["mechanism"])), repeats, max_seconds)
+    jax.block_until_ready(compiled(params["mechanism"], actions, mask))
+    times = time_repeats(lambda: jax.block_until_ready(compiled(params["mechanism"], actions, mask)), repeats, max_seconds)
     result.update(
         seconds_per_epoch=float(np.median(times)),
         seconds_per_epoch_min=float(np.min(times)),
@@ -143,19 +143,19 @@ def measure_arrays(
 
         optimizer = optax.adam(learning_rate)
 
-        def train_step(mechanism_params, opt_state):
-            value, grads = jax.value_and_grad(loss)(mechanism_params)
+        def train_step(mechanism_params, opt_state, actions, mask):
+            value, grads = jax.value_and_grad(loss)(mechanism_params, actions, mask)
             updates, opt_state = optimizer.update(grads, opt_state, mechanism_params)
             return optax.apply_updates(mechanism_params, updates), opt_state, value
 
         state = (params["mechanism"], optimizer.init(params["mechanism"]))
         start = time.perf_counter()
-        compiled_step = jax.jit(train_step).lower(*state).compile()
+        compiled_step = jax.jit(train_step).lower(*state, actions, mask).compile()
         result["adam_compile_seconds"] = time.perf_counter() - start
 
         def run():
             nonlocal state
-            *new_state, value = compiled_step(*state)
+            *new_state, value = compiled_step(*state, actions, mask)
             state = tuple(new_state)
             jax.block_until_ready((state, value))
 

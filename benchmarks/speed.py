@@ -12,7 +12,7 @@ For each setting (one fresh subprocess each, so peak memory is per setting):
 * ``episode_batch`` for the large games: ``None`` (one vmap over all episodes) when
   ``n*A*T*E*4 bytes * MEMORY_FACTOR`` fits in 80% of the memory available, else the
   largest batch that fits (``lax.map`` + ``jax.checkpoint``), at least 1; a run that
-  fails with ``None`` or a batch > 1 is retried once with ``episode_batch=1``.
+  fails for memory with ``None`` or a batch > 1 is retried once with ``episode_batch=1``.
 
 Settings: the paper's (``E1 E2 E3 E7_n40 .. E7_n300``, from ``likelihood.py``: data
 simulated from the spec's truth, 80% training split), ``E2_neural`` (the neural
@@ -58,7 +58,11 @@ LARGE = {f"anon_n{n}": n for n in (1_000, 10_000, 100_000, 1_000_000)}
 EXTRA = {"E2_neural": "neural class (n=4, A=5, embedding 6, two tanh layers of 128, random init) on E2's congestion data"}
 ALL_SETTINGS = [*SETTINGS, *EXTRA, *LARGE]
 SEQUENTIAL_DEFAULT = ["E2", "E7_n120"]
-MEMORY_FACTOR = 6  # bytes per n*A*T*E float32 element, times 4, that one epoch needs (see docs/performance.md)
+# float32 words per n*A*T*E element that one epoch needs at its peak (calibrated on the CPU,
+# docs/performance.md): ~6 with one vmap over all episodes, ~14 per episode in a batch
+# (jax.checkpoint recomputes the batch's forward pass inside the backward pass).
+MEMORY_FACTOR = 6
+BATCHED_MEMORY_FACTOR = 16
 INT32_ELEMENTS = 2**31 - 1
 
 
@@ -88,9 +92,10 @@ def choose_episode_batch(n: int, A: int, T: int, E: int, available: int | None, 
     """``None`` when all episodes fit at once, else the largest batch that fits (>= 1).
 
     Bytes per episode: ``n*A*T*4*MEMORY_FACTOR`` (the ``(T, n, A)`` payoffs, ``Q``,
-    log-policies, scan partials and their cotangents) plus the ``A x A`` payoff
-    tables' hidden activations, ``A*A*hidden*T*4*2`` (``hidden`` = the sum of the
-    hidden widths). A batch also keeps each ``(batch, T, n, A)`` array under 2**31 elements.
+    log-policies, scan partials and their cotangents; ``BATCHED_MEMORY_FACTOR`` in a
+    batch) plus the ``A x A`` payoff tables' hidden activations, ``A*A*hidden*T*4*2``
+    (``hidden`` = the sum of the hidden widths). A batch also keeps each
+    ``(batch, T, n, A)`` array under 2**31 elements.
     """
     per_episode = (n * A * MEMORY_FACTOR + A * A * hidden * 2) * T * 4
     if available is None:
@@ -98,6 +103,7 @@ def choose_episode_batch(n: int, A: int, T: int, E: int, available: int | None, 
     budget = 0.8 * available
     if per_episode * E < budget and n * A * T * E < INT32_ELEMENTS:
         return None
+    per_episode = (n * A * BATCHED_MEMORY_FACTOR + A * A * hidden * 2) * T * 4
     batch = max(1, int(budget // per_episode))
     batch = min(batch, max(1, INT32_ELEMENTS // (n * A * T)), E)
     return batch
@@ -185,6 +191,7 @@ def worker(name: str, method: str, episode_batch: str, repeats: int, max_seconds
         "memory_available_mb": None if available is None else available / 2**20,
         "memory_available_source": source,
         **timing,
+        "matmul_precision": str(__import__("jax").config.jax_default_matmul_precision),
         "loadavg": os.getloadavg(),
         "machine": machine(),
     }
