@@ -338,8 +338,8 @@ CASES: list[Case] = [
          "error: {dir}/spec_truth_shape.toml [mechanism.truth]: parameter 'c1' has shape (4,), "
          "expected (5,)", "spec"),
     Case("spec-truth-text", OK_DATA, "spec_truth_text.toml",
-         "error: {dir}/spec_truth_text.toml [mechanism.truth]: 'c1' must be a number or a (nested) "
-         "list of numbers", "spec"),
+         "error: {dir}/spec_truth_text.toml [mechanism.truth] 'c1': expected numbers (a number or a "
+         "list of numbers), got 'low'", "spec"),
     Case("spec-missing-weights-file", OK_DATA, "spec_missing_weights_file.toml",
          "error: {dir}/spec_missing_weights_file.toml [mechanism.truth]: 'weights' names "
          "{dir}/no_such_truth.npz, which does not exist", "spec"),
