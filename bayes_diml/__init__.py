@@ -6,6 +6,7 @@ differences the data identify) and predict how they would behave under a
 changed rule. Importing this package changes no global JAX setting.
 """
 
+from . import loading, plots
 from .errors import DataError, SpecError
 from .inference import Fit, fit, load_fit
 from .likelihood import (
@@ -14,6 +15,7 @@ from .likelihood import (
     log_likelihood_per_episode,
     teacher_forced_log_policies,
 )
+from .loading import load_data
 from .model import Model
 from .simulate import simulate
 from .spec import default_spec_path, read_spec
@@ -30,6 +32,7 @@ __all__ = [
     "Fit",
     "load_fit",
     "read_spec",
+    "load_data",
     "default_spec_path",
     "simulate",
     "log_likelihood",
