@@ -179,7 +179,7 @@ def test_congestion_identified_directions_are_tau_minus_c1_and_c2(congestion_rep
 
     # Every named top eigenvector is orthogonal to the analytic null space: c1[k] and
     # tau[k] carry opposite loadings, i.e. they enter only as tau - c1 (next to c2).
-    assert 1 <= len(report.identified_directions) <= ident.NUM_IDENTIFIED
+    assert len(report.identified_directions) in range(1, ident.NUM_IDENTIFIED + 1)
     for text in report.identified_directions:
         terms = parse_combination(text)
         for k in range(NUM_ACTIONS):
