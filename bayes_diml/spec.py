@@ -215,7 +215,7 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
     if not isinstance(prior, dict):
         raise SpecError(f"{where}: [mechanism.prior] must be a table")
 
-    mechanism.check_prior_options(prior, f"{where} [mechanism.prior]".replace("[mechanism] [mechanism.prior]", "[mechanism.prior]"))
+    mechanism.check_prior_options(prior, f"{source} [mechanism.prior]")
 
     learner_section = _section(table, "learner", source)
     learner, learner_params = _learner(learner_section, f"{source} [learner]")

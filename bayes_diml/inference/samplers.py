@@ -19,7 +19,7 @@ from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.infer.util import initialize_model
 from numpyro.optim import optax_to_numpyro
 
-__all__ = ["run_nuts", "run_svi", "run_map", "latent_size", "DENSE_MASS_MAX_DIM"]
+__all__ = ["run_nuts", "run_svi", "run_map", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
 
 DENSE_MASS_MAX_DIM = 200
 """Models with at most this many unconstrained dimensions get a dense mass matrix by default."""
@@ -33,13 +33,6 @@ _STAT_NAMES = {
     "potential_energy": "lp",
     "adapt_state.step_size": "step_size",
 }
-
-
-def latent_size(fn, actions, mask, key) -> int:
-    """Number of unconstrained dimensions of the model."""
-    info = initialize_model(key, fn, model_args=(actions, mask), init_strategy=init_to_median)
-    flat, _ = jax.flatten_util.ravel_pytree(info.param_info.z)
-    return int(flat.size)
 
 
 def _preconditioner(potential, flat0, unravel, dense: bool, progress: bool, steps: int = 300):
@@ -100,10 +93,6 @@ def init_to_shrunk_sample(site=None, factor: float = 0.1):
     except NotImplementedError:
         return value
     return mean + factor * (value - mean)
-
-
-def _with_chain_axis(samples: dict, num_chains: int) -> dict:
-    return {k: np.asarray(v).reshape((num_chains, -1) + np.shape(v)[1:]) for k, v in samples.items()}
 
 
 def run_nuts(
