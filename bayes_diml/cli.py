@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bayes-diml",
         description="Bayesian inverse mechanism learning from the play of learning agents.",
     )
+    parser.add_argument(
+        "--x64",
+        action="store_true",
+        help="compute in float64 (JAX's x64 mode) for this command; default float32",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = verbs.add_parser("check", help="validate a data file (and its fit with a spec) and summarise it")
@@ -246,6 +251,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.x64:
+            import jax
+
+            with jax.enable_x64(True):
+                return args.func(args)
         return args.func(args)
     except DataError as err:  # SpecError is a DataError
         print(f"error: {err}", file=sys.stderr)

@@ -552,3 +552,25 @@ def test_cli_refusals_known_to_be_missing(work, capsys, case):
         assert status == 0, err
     else:
         assert_one_error_line(status, err, *fragments)
+
+
+def test_x64_switch_computes_in_float64(tmp_path):
+    """``bayes-diml --x64 VERB`` runs the verb in JAX's x64 mode (and only that call)."""
+    import jax
+    import xarray as xr
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(
+        "[game]\nagents = 2\nactions = 3\n[mechanism]\nfamily = \"congestion\"\n[mechanism.truth]\n"
+        "c1 = [0.2, 0.3, 0.1]\nc2 = [0.1, 0.05, 0.12]\ntau = [0.1, 0.0, 0.2]\n"
+        "[learner]\nrule = \"logit_q\"\nalpha = 0.3\nbeta = 3.0\neps = 0.05\n"
+    )
+    data = tmp_path / "d.csv"
+    assert main(["simulate", str(spec), "--episodes", "2", "--rounds", "5", "--out", str(data)]) == 0
+    for flag, dtype in ((["--x64"], "float64"), ([], "float32")):
+        run = tmp_path / f"run{len(flag)}"
+        argv = [*flag, "fit", str(spec), "--data", str(data), "--method", "map", "--steps", "20", "--out", str(run), "--no-progress"]
+        assert main(argv) == 0
+        with xr.open_datatree(run / "posterior.nc", engine="h5netcdf") as tree:
+            assert str(tree["posterior"]["c2"].dtype) == dtype
+    assert not jax.config.jax_enable_x64  # the switch does not leak out of the command
