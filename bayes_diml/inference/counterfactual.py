@@ -437,9 +437,6 @@ def _with_mechanism(model: Model, mechanism: Mechanism) -> Model:
 def _learner_intervention(model: Model, draws: Params, S: int, learner, index: np.ndarray) -> tuple[Params, Any]:
     """Learner parameters ``(S, ...)`` after the overrides, and a description."""
     out = dict(draws)
-    fixed_q0 = model.fixed_learner_params.get("q0")
-    if fixed_q0 is not None:  # a fixed initial state the likelihood used as well
-        out["q0"] = np.broadcast_to(np.asarray(fixed_q0, np.float64), (S, *np.shape(fixed_q0)))
     if learner is None:
         return out, None
     if not isinstance(learner, dict):

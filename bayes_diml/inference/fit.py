@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 
 import jax
@@ -45,6 +46,10 @@ def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictiv
 
     if method not in METHODS:
         raise DataError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    allowed = [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DataError(f"fit(method={method!r}): unknown option(s) {unknown}; options: {allowed}")
     check_data(data, model)
     check_identifiable_setup(model, data)
     key = as_key(seed)
@@ -52,10 +57,7 @@ def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictiv
     actions, mask = as_arrays(data)
     fn = functools.partial(numpyro_model, model)
     start = time.perf_counter()
-    try:
-        posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, **options)
-    except TypeError as err:
-        raise DataError(f"fit(method={method!r}): {err}") from None
+    posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, **options)
     info["wall_seconds"] = time.perf_counter() - start
     info["method"] = method
     info["seed"] = seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist()
