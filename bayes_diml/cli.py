@@ -181,6 +181,20 @@ def cmd_demo(args) -> int:
     return run_demo(out=args.out, seed=args.seed, progress=not args.no_progress)
 
 
+def cmd_bench(args) -> int:
+    """Runs benchmarks/speed.py with every argument after ``bench`` untouched (``main``
+    routes them here before argparse, which would take ``--help`` for itself)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    if not script.is_file():
+        raise DataError(
+            "bench runs benchmarks/speed.py of a source checkout (it reads the specs in models/); "
+            f"none beside this installation ({script.parent.parent}): clone the repository and install it with pip -e"
+        )
+    return subprocess.call([sys.executable, str(script), *args.options])
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -244,12 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = verbs.add_parser(
+        "bench",
+        help="speed benchmark: seconds per epoch, compile time, memory (benchmarks/speed.py; --help there)",
+        add_help=False,
+    )
+    p.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks/speed.py, e.g. --quick --settings E1 E2")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb_at = next((i for i, token in enumerate(argv) if token != "--x64"), len(argv))
+    if argv[verb_at : verb_at + 1] == ["bench"]:
+        args = argparse.Namespace(x64=False, options=argv[verb_at + 1 :], func=cmd_bench)
+    else:
+        args = parser.parse_args(argv)
     try:
         if args.x64:
             import jax

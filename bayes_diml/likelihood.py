@@ -36,17 +36,22 @@ __all__ = [
 ]
 
 
-def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = "associative") -> Array:
+def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = "auto") -> Array:
     """States ``x_0 .. x_{T-1}`` of ``x_{t+1} = decay_t x_t + drive_t``, ``x_0 = initial``.
 
     Args:
         decay, drive: ``(T, ...)``; initial: ``(...)``.
-        method: ``"associative"`` (``lax.associative_scan``, O(log T) depth) or
-            ``"sequential"`` (``lax.scan``, for comparison).
+        method: ``"associative"`` (``lax.associative_scan``, O(log T) depth),
+            ``"sequential"`` (``lax.scan``) or ``"auto"``: sequential on CPU, where
+            there is no parallel hardware to fill and ``lax.scan`` does less work
+            (E2 likelihood + gradient 1.4 ms vs 2.0 ms, compiled 3x faster, on a
+            2-core AMD EPYC), associative on GPU/TPU.
 
     Returns:
         ``(T, ...)`` with ``x_0`` first.
     """
+    if method == "auto":
+        method = "sequential" if jax.default_backend() == "cpu" else "associative"
     if method == "associative":
 
         def combine(first, second):
@@ -65,7 +70,7 @@ def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = 
 
         _, rest = jax.lax.scan(step, initial, (decay[:-1], drive[:-1]))
     else:
-        raise ValueError(f"method must be 'associative' or 'sequential', got {method!r}")
+        raise ValueError(f"method must be 'associative', 'sequential' or 'auto', got {method!r}")
     return jnp.concatenate([initial[None], rest], axis=0)
 
 
@@ -86,7 +91,7 @@ def _episode_log_policies(model: Model, params: Params, actions: Array, present:
 
 
 def episode_log_likelihood(
-    model: Model, params: Params, actions: Array, mask: Array, method: str = "associative"
+    model: Model, params: Params, actions: Array, mask: Array, method: str = "auto"
 ) -> Array:
     """Log-likelihood of one episode.
 
@@ -107,7 +112,7 @@ def episode_log_likelihood(
 
 
 def episode_log_likelihoods(
-    model: Model, params: Params, actions: Array, mask: Array, method: str = "associative", episode_batch: int | None = None
+    model: Model, params: Params, actions: Array, mask: Array, method: str = "auto", episode_batch: int | None = None
 ) -> Array:
     """Per-episode log-likelihoods ``(num_episodes,)`` (traceable; used inside NumPyro).
 
@@ -122,12 +127,12 @@ def episode_log_likelihoods(
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch"))
-def _per_episode(model, params, actions, mask, method="associative", episode_batch=None):
+def _per_episode(model, params, actions, mask, method="auto", episode_batch=None):
     return episode_log_likelihoods(model, params, actions, mask, method, episode_batch)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
-def _log_policies(model, params, actions, mask, method="associative"):
+def _log_policies(model, params, actions, mask, method="auto"):
     return jax.vmap(_episode_log_policies, (None, None, 0, 0, None))(model, params, actions, ~mask, method)
 
 
@@ -143,7 +148,7 @@ def as_arrays(data) -> tuple[Array, Array]:
 
 
 def log_likelihood_per_episode(
-    model: Model, params: Params, data, method: str = "associative", episode_batch: int | None = None
+    model: Model, params: Params, data, method: str = "auto", episode_batch: int | None = None
 ) -> Array:
     """Per-episode log-likelihoods, ``(num_episodes,)`` (jitted; vmap over episodes).
 
@@ -157,13 +162,13 @@ def log_likelihood_per_episode(
 
 
 def log_likelihood(
-    model: Model, params: Params, data, method: str = "associative", episode_batch: int | None = None
+    model: Model, params: Params, data, method: str = "auto", episode_batch: int | None = None
 ) -> Array:
     """Total log-likelihood over all episodes (round 0 included, masked entries excluded)."""
     return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch))
 
 
-def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "associative") -> Array:
+def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "auto") -> Array:
     """``log pi_t(k | i)`` given the observed history, ``(E, T, n, A)``."""
     actions, mask = as_arrays(data)
     return _log_policies(model, params, actions, mask, method)

@@ -56,11 +56,11 @@ def _preconditioner(potential, flat0, unravel, dense: bool, progress: bool, step
         return f
 
     flat = descend(flat0)
-    if not bool(jnp.all(jnp.isfinite(flat))) or not bool(jnp.isfinite(flat_potential(flat))):
+    if not bool(jnp.all(jnp.isfinite(flat))) or not bool(jnp.isfinite(jax.jit(flat_potential)(flat))):
         return unravel(flat0), None
     if not dense:
         return unravel(flat), None
-    hessian = np.asarray(jax.hessian(flat_potential)(flat), np.float64)
+    hessian = np.asarray(jax.jit(jax.hessian(flat_potential))(flat), np.float64)
     hessian = 0.5 * (hessian + hessian.T)
     eigenvalues, vectors = np.linalg.eigh(hessian)
     if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
