@@ -27,21 +27,37 @@ def _q(seed, scale, shape=(NUM_AGENTS, NUM_ACTIONS)):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * scale, jnp.float32)
 
 
-def _ref_log_policy(params, Q):
+def _ref_log_policy(learner, params, Q):
     Q = np.asarray(Q, np.float64)
     out = np.zeros(Q.shape)
     for i in range(Q.shape[0]):
-        beta = ref._agent_value(params["beta"], i)
-        eps = ref._agent_value(params["eps"], i)
-        out[i] = ref.log_policy(Q[i], beta, eps)
+        precision, eps = ref.policy_parameters(learner.name, params, i)
+        out[i] = ref.log_policy(Q[i], precision, eps)
     return out
+
+
+def _ref_step(learner, params, Q, U, actions, t, present=None):
+    """The NumPy reference's new state: updated rows for agents that played, the old rows otherwise."""
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    Q, U = np.asarray(Q, np.float64), np.asarray(U, np.float64)
+    out = Q.copy()
+    for i in range(Q.shape[0]):
+        if present is None or present[i]:
+            out[i] = ref.update_row(learner.name, params, i, t, Q[i], U[i], int(actions[i]))
+    return out
+
+
+def _apply(coefficients, Q):
+    decay, drive = (np.broadcast_to(np.asarray(x, np.float64), np.shape(Q)) for x in coefficients)
+    return decay * np.asarray(Q, np.float64) + drive
 
 
 def test_every_learner_has_values():
     for learner in LEARNERS.values():
         assert set(learner.param_names) <= set(LEARNER_VALUES), learner.name
         assert set(learner.param_names) <= set(PER_AGENT_LEARNER_VALUES), learner.name
-        assert learner.name in ref.STEP_SIZES, f"no NumPy reference step size for {learner.name}"
+        assert learner.name in ref.LEARNER_UPDATES, f"no NumPy reference update for {learner.name}"
+        assert learner.scale_param in learner.param_names, learner.name
 
 
 @pytest.mark.parametrize("scale", Q_SCALES)
@@ -54,17 +70,20 @@ def test_policy_on_simplex_and_matches_reference(learner, scale, per_agent):
     assert np.all(np.isfinite(log_pi))
     assert np.all(log_pi <= 1e-6)
     np.testing.assert_allclose(np.exp(log_pi).sum(-1), 1.0, atol=SIMPLEX_ATOL)
-    np.testing.assert_allclose(log_pi, _ref_log_policy(params, Q), atol=LOG_POLICY_ATOL, rtol=1e-6)
+    np.testing.assert_allclose(log_pi, _ref_log_policy(learner, params, Q), atol=LOG_POLICY_ATOL, rtol=1e-6)
 
 
 @pytest.mark.parametrize("traced", [False, True], ids=["concrete", "jit"])
 def test_eps_zero_is_plain_softmax_with_finite_gradients(learner, traced):
+    """With eps = 0 (Hedge: always) the policy is the plain softmax of (precision x Q)."""
     beta = 2.0
     Q = _q(seed=3, scale=2.0)
     Q = Q.at[0, 0].set(60.0)  # probability of the other actions of agent 0 underflows in float32
 
     def selected_log_prob(beta, Q, eps):
-        params = {**learner_values(learner), "beta": beta, "eps": eps}
+        params = {**learner_values(learner), learner.scale_param: beta}
+        if "eps" in learner.param_names:
+            params["eps"] = eps
         log_pi = learner.log_policy(params, Q, jnp.asarray(0))
         return log_pi[:, 1].sum(), log_pi
 
@@ -91,28 +110,27 @@ def test_per_agent_parameters_broadcast(learner):
     Q = _q(seed=4, scale=1.5)
     U = _q(seed=5, scale=1.0)
     t = jnp.asarray(2)
+    actions = jnp.asarray([2, 0, 1], jnp.int32)
     log_pi = np.asarray(learner.log_policy(params, Q, t))
-    decay, drive = (np.broadcast_to(np.asarray(x), (NUM_AGENTS, NUM_ACTIONS)) for x in learner.transition(params, U, jnp.zeros(NUM_AGENTS, jnp.int32), t))
+    new_Q = _apply(learner.transition(params, U, actions, t), Q)
     for i in range(NUM_AGENTS):
         scalar = {k: v[i] for k, v in params.items()}
         np.testing.assert_allclose(
             log_pi[i], np.asarray(learner.log_policy(scalar, Q, t))[i], atol=LOG_POLICY_ATOL
         )
-        alpha = ref.STEP_SIZES[learner.name]({k: np.asarray(v) for k, v in params.items()}, i, 2)
-        np.testing.assert_allclose(decay[i], 1.0 - alpha, rtol=1e-6)
-        np.testing.assert_allclose(drive[i], alpha * np.asarray(U[i]), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(log_pi, _ref_log_policy(params, Q), atol=LOG_POLICY_ATOL)
+        np.testing.assert_allclose(new_Q[i], _apply(learner.transition(scalar, U, actions, t), Q)[i], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(log_pi, _ref_log_policy(learner, params, Q), atol=LOG_POLICY_ATOL)
+    np.testing.assert_allclose(new_Q, _ref_step(learner, params, Q, U, actions, 2), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("t", [0, 1, 7])
 def test_transition_matches_reference(learner, t):
     params = learner_values(learner)
     U = _q(seed=6, scale=1.0)
+    Q = _q(seed=16, scale=1.0)
     actions = jnp.asarray([0, 2, 1], jnp.int32)
-    decay, drive = learner.transition(params, U, actions, jnp.asarray(t))
-    alpha = ref.STEP_SIZES[learner.name]({k: np.asarray(v) for k, v in params.items()}, 0, t)
-    np.testing.assert_allclose(np.broadcast_to(decay, U.shape), 1.0 - alpha, rtol=1e-6)
-    np.testing.assert_allclose(np.broadcast_to(drive, U.shape), alpha * np.asarray(U), rtol=1e-6, atol=1e-7)
+    coefficients = learner.transition(params, U, actions, jnp.asarray(t))
+    np.testing.assert_allclose(_apply(coefficients, Q), _ref_step(learner, params, Q, U, actions, t), rtol=1e-5, atol=1e-6)
 
 
 def test_absent_agents_keep_their_state(learner):
@@ -120,12 +138,12 @@ def test_absent_agents_keep_their_state(learner):
     U = _q(seed=7, scale=1.0)
     Q = _q(seed=8, scale=1.0)
     present = jnp.asarray([True, False, True])
-    decay, drive = step_coefficients(learner, params, U, jnp.asarray([0, 1, 2]), present, jnp.asarray(1))
+    actions = jnp.asarray([0, 1, 2])
+    decay, drive = step_coefficients(learner, params, U, actions, present, jnp.asarray(1))
     new_Q = np.asarray(decay * Q + drive)
-    alpha = ref.STEP_SIZES[learner.name]({k: np.asarray(v) for k, v in params.items()}, 0, 1)
     np.testing.assert_allclose(new_Q[1], np.asarray(Q[1]), rtol=0, atol=0)
-    for i in (0, 2):
-        np.testing.assert_allclose(new_Q[i], (1 - alpha) * np.asarray(Q[i]) + alpha * np.asarray(U[i]), rtol=1e-6, atol=1e-6)
+    want = _ref_step(learner, params, Q, U, actions, 1, present=[True, False, True])
+    np.testing.assert_allclose(new_Q, want, rtol=1e-5, atol=1e-6)
 
 
 def test_init_is_zero_or_q0(learner):
@@ -155,11 +173,16 @@ def test_jit_equals_eager(learner, per_agent):
 def test_check_params_domains(learner):
     good = {k: float(v) for k, v in LEARNER_VALUES.items() if k in learner.param_names}
     learner.check_params(good, "test")
-    bad_values = {"beta": [0.0, -1.0, np.nan], "eps": [-0.1, 1.0], "alpha": [0.0, 1.5], "c": [0.5]}
+    bad_values = {
+        "beta": [0.0, -1.0, np.nan], "eps": [-0.1, 1.0], "alpha": [0.0, 1.5], "c": [0.5],
+        "phi": [-0.1, 1.01, np.nan], "rho": [-0.5, 1.5], "delta": [-1e-3, 2.0], "eta": [0.0, -2.0, np.inf],
+    }
     for name in learner.param_names:
         for value in bad_values[name]:
             with pytest.raises(SpecError, match=name):
                 learner.check_params({**good, name: value}, "test")
+        with pytest.raises(SpecError, match=name):  # a per-agent array with one bad entry
+            learner.check_params({**good, name: np.array([good[name], bad_values[name][0]])}, "test")
 
 
 # ------------------------------------------------------------ linear recurrence
