@@ -25,15 +25,11 @@ actions enter the likelihood: ``shift_invariant = False`` (DESIGN §3).
 from __future__ import annotations
 
 from .base import Learner, check_domains, initial_state, one_hot_actions, per_agent
-from .logit_q import log_policy_epsilon_softmax
+from .logit_q import logit_log_policy
 
 __all__ = ["bandit_q"]
 
 PARAM_NAMES = ("beta", "eps", "alpha")
-
-
-def _log_policy(params, Q, t):
-    return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
 
 
 def _transition(params, U, actions, t):
@@ -46,7 +42,7 @@ bandit_q = Learner(
     param_names=PARAM_NAMES,
     shift_invariant=False,
     init=initial_state,
-    log_policy=_log_policy,
+    log_policy=logit_log_policy,
     transition=_transition,
     check_params=lambda params, where="learner": check_domains(params, where, PARAM_NAMES),
 )

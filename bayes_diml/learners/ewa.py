@@ -55,7 +55,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .base import Learner, check_domains, initial_state, one_hot_actions, per_agent
-from .logit_q import log_policy_epsilon_softmax
+from .logit_q import logit_log_policy
 
 __all__ = ["ewa", "experience_weight"]
 
@@ -82,10 +82,6 @@ def experience_weight(rho, t):
     return jnp.where(rho >= 1, count, jnp.where(rho <= 0, jnp.ones_like(geometric), geometric))
 
 
-def _log_policy(params, Q, t):
-    return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
-
-
 def _transition(params, U, actions, t):
     phi = per_agent(params["phi"])
     rho = per_agent(params["rho"])
@@ -101,7 +97,7 @@ ewa = Learner(
     param_names=PARAM_NAMES,
     shift_invariant=False,
     init=initial_state,
-    log_policy=_log_policy,
+    log_policy=logit_log_policy,
     transition=_transition,
     check_params=lambda params, where="learner": check_domains(params, where, PARAM_NAMES),
 )

@@ -9,7 +9,7 @@ import numpy as np
 from .._types import Array, Params
 from .base import Learner, check_domains, initial_state, per_agent
 
-__all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax"]
+__all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax", "logit_log_policy"]
 
 
 def log_policy_epsilon_softmax(beta, eps, Q: Array) -> Array:
@@ -42,10 +42,13 @@ def _concrete_zero(value) -> bool:
         return False
 
 
-def _make(name: str, step_name: str, step_size) -> Learner:
-    def log_policy(params, Q, t):
-        return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
+def logit_log_policy(params: Params, Q: Array, t) -> Array:
+    """The ``log_policy`` of every learner with parameters ``beta`` and ``eps``:
+    ``log((1 - eps) softmax(beta Q) + eps / A)``."""
+    return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
 
+
+def _make(name: str, step_name: str, step_size) -> Learner:
     def transition(params, U, actions, t):
         alpha = per_agent(step_size(params, t))
         return 1.0 - alpha, alpha * U
@@ -55,7 +58,7 @@ def _make(name: str, step_name: str, step_size) -> Learner:
         param_names=("beta", "eps", step_name),
         shift_invariant=True,
         init=initial_state,
-        log_policy=log_policy,
+        log_policy=logit_log_policy,
         transition=transition,
         check_params=lambda params, where="learner": check_domains(params, where, ("beta", "eps", step_name)),
     )
