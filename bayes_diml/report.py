@@ -257,7 +257,7 @@ def _data_section(run: Path) -> str:
     mask = np.asarray(data.mask, bool)
     played_rounds = (~mask).any(axis=2)  # (E, T)
     lengths = np.where(played_rounds.any(axis=1), T - np.argmax(played_rounds[:, ::-1], axis=1), 0)
-    after_end = int(sum(n * (T - int(length)) for length in lengths))
+    after_end = int(n * (T - lengths).sum())
     missing = int(mask.sum())
     total = E * T * n
     within = missing - after_end
@@ -269,7 +269,7 @@ def _data_section(run: Path) -> str:
         ("Actions", f"{data.num_actions}"),
         ("Entries played", f"{total - missing} of {total} (episode × round × agent)"),
         ("Missing entries", f"{missing} ({missing / total:.1%}): {after_end} after the end of shorter episodes, "
-         f"{within} agents absent within an episode"),
+         f"{within} where an agent sat out a round within an episode"),
         ("Agent labels", _labels(data.agent_labels)),
         ("Action labels", _labels(data.action_labels)),
         ("Episode labels", _labels(data.episode_labels)),

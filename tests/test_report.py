@@ -173,6 +173,7 @@ def test_report_is_valid_self_contained_html(run):
     text = " ".join(checker.text)
     for heading in HEADINGS:
         assert f"<h2>{heading}</h2>" in page and heading in text
+    assert "could not be built" not in page and "holds no" not in page  # every piece was found
 
 
 def test_data_summary_counts_the_rows_of_the_data(run):
@@ -186,7 +187,7 @@ def test_data_summary_counts_the_rows_of_the_data(run):
     assert f"episode lengths {lengths.min()}–{lengths.max()}" in text
     assert f"Agents {rows['agent'].nunique()} Actions 3" in text
     assert f"Entries played {len(rows)} of {total}" in text
-    assert f"Missing entries {missing} ({missing / total:.1%}): {3 * NUM_AGENTS} after the end of shorter episodes, 1 agents absent" in text
+    assert f"Missing entries {missing} ({missing / total:.1%}): {3 * NUM_AGENTS} after the end of shorter episodes, 1 where an agent sat out" in text
     assert "Agent labels 0, 1, 2 Action labels 0, 1, 2 Episode labels 0, 1, 2, 3" in text
 
 
