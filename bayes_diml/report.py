@@ -221,6 +221,11 @@ def _page(run: Path) -> str:
         body.append(f'<section id="{anchor}">\n<h2>{_e(heading)}</h2>\n{content}\n</section>')
     if fit_problem:
         body.insert(2, _missing(fit_problem))
+    if not any((run / name).exists() for name in ("diagnostics.json", "provenance.json", "summary.csv")):
+        body.insert(2, _missing(
+            "This folder holds only the fit (as Fit.save writes it): the diagnostics, tables and plots come with "
+            "run folders written by `bayes-diml fit` or bayes_diml.run_folder.save_run."
+        ))
     body.append(
         f"<footer>Written by bayes_diml {_e(_version('bayes_diml') or '?')} on {_e(_now())} "
         f"from the files in {_e(str(run.resolve()))}.</footer>"

@@ -303,6 +303,16 @@ def test_missing_pieces_become_sentences(run, tmp_path):
         assert fragment in html.unescape(page), fragment
 
 
+def test_a_bare_fit_folder_gets_a_report(run, tmp_path):
+    """``Fit.save`` writes only the fit: the report says where the rest comes from."""
+    folder = tmp_path / "bare"
+    run["fit"].save(folder)
+    page = write_report(folder).read_text(encoding="utf-8")
+    assert_valid_self_contained(page)
+    assert "holds only the fit" in page and "holds no diagnostics.json" in page
+    assert f"Episodes {NUM_EPISODES}" in section_text(page, "data")
+
+
 def test_cli_report_verb(run, tmp_path, capsys):
     status = main(["report", str(run["folder"])])
     out, err = capsys.readouterr()
