@@ -157,6 +157,7 @@ def _parse_set(items) -> tuple[dict, dict]:
 def cmd_counterfactual(args) -> int:
     from .inference import load_fit
     from .inference.storage import write_text_atomic
+    from .report import save_counterfactual
 
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
@@ -172,6 +173,20 @@ def cmd_counterfactual(args) -> int:
     figure = out.with_suffix(".png")
     result.plot().savefig(figure, dpi=110)
     print(f"wrote {out} and {figure}")
+    try:  # a copy in the run folder, for `bayes-diml report`
+        record = save_counterfactual(
+            args.run, result, out.stem, command=["bayes-diml", *args.command_line], overwrite=args.overwrite
+        )
+        print(f"recorded in {record.parent}/ for 'bayes-diml report'")
+    except OSError as err:  # e.g. a read-only run folder: the result above is complete
+        print(f"note: not recorded in {args.run} ({err.strerror or err})", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run)}")
     return 0
 
 
@@ -249,9 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, required=True)
     p.add_argument("--rounds", type=_positive_int, required=True)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--out", required=True, help="output CSV (a PNG is written beside it)")
+    p.add_argument("--out", required=True, help="output CSV (a PNG is written beside it; both are also recorded in RUN/counterfactuals/)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_counterfactual)
+
+    p = verbs.add_parser("report", help="write RUN/report.html: one self-contained page on a run folder")
+    p.add_argument("run", help="run folder written by 'fit' or 'demo'")
+    p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("demo", help="simulate the embedded congestion game, fit it, compare with the truth")
     p.add_argument("--out", default="bayes-diml-demo", help="run folder (replaced if it exists)")
@@ -271,12 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     verb_at = next((i for i, token in enumerate(argv) if token != "--x64"), len(argv))
     if argv[verb_at : verb_at + 1] == ["bench"]:
         args = argparse.Namespace(x64=False, options=argv[verb_at + 1 :], func=cmd_bench)
     else:
         args = parser.parse_args(argv)
+    args.command_line = argv
     try:
         if args.x64:
             import jax
