@@ -53,19 +53,25 @@ def sample_params(model: Model) -> dict:
     return {"mechanism": mechanism, "learner": learner}
 
 
-def numpyro_model(model: Model, actions, mask):
-    """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``)."""
+def numpyro_model(model: Model, actions, mask, *, round_chunk: int | None = None):
+    """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``).
+
+    ``round_chunk``: checkpoint the likelihood's rounds in chunks (long horizons;
+    see ``bayes_diml.likelihood.episode_log_likelihood``).
+    """
     params = sample_params(model)
-    numpyro.factor("log_likelihood", jnp.sum(_episodes(model, params, actions, mask)))
+    numpyro.factor("log_likelihood", jnp.sum(_episodes(model, params, actions, mask, round_chunk=round_chunk)))
 
 
-def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64):
+def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64, round_chunk: int | None = None):
     """Per-episode log-likelihood of every draw: ``(num_draws, num_episodes)``.
 
     ``params_draws`` is the params PyTree with a leading draw axis; draws are
     processed ``batch_size`` at a time (``lax.map``) to bound memory.
     """
     fn = jax.jit(
-        lambda p: jax.lax.map(lambda q: _episodes(model, q, actions, mask), p, batch_size=batch_size)
+        lambda p: jax.lax.map(
+            lambda q: _episodes(model, q, actions, mask, round_chunk=round_chunk), p, batch_size=batch_size
+        )
     )
     return fn(params_draws)
