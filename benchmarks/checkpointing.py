@@ -16,8 +16,8 @@ own. Reported per configuration:
   CUDA; ``None`` on CPU);
 * ``max_rel_diff_value`` / ``max_abs_diff_grad`` against the unchunked result.
 
-Runs unchanged on CPU and GPU; the machine (CPU model, cores, device, jax version)
-is recorded. Usage:
+Runs unchanged on CPU and GPU; the machine (CPU model, cores, device, jax version,
+load average at the end: timings on a shared machine are slower) is recorded. Usage:
 
     python benchmarks/checkpointing.py [--rounds 2000] [--episodes 32]
         [--chunks none 20 45 100 400] [--repeats 5] [--out PATH]
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
         "benchmark": "checkpointing",
         "what": "value_and_grad of the E2 congestion log-likelihood (mechanism parameters), "
                 f"{args.episodes} episodes x {args.rounds} rounds, with and without round_chunk",
-        "machine": machine(),
+        "machine": {**machine(), "load_average_1_5_15": list(os.getloadavg())},
         "results": results,
     }
     text = json.dumps(report, indent=2)

@@ -24,7 +24,7 @@ import pytest
 import reference as ref
 import bayes_diml as bd
 from bayes_diml.errors import DataError
-from bayes_diml.learners import LEARNERS, logit_q
+from bayes_diml.learners import logit_q
 from bayes_diml.likelihood import episode_log_likelihoods, log_likelihood, log_likelihood_per_episode
 from bayes_diml.mechanisms import Congestion, Tabular
 from bayes_diml.model import Model

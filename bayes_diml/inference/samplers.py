@@ -545,8 +545,15 @@ def run_map(
     postprocess = info0.postprocess_fn
     if laplace:
         flat, unravel = jax.flatten_util.ravel_pytree(z_best)
-        hessian = jax.hessian(lambda f: potential(unravel(f)))(flat)
-        cov = np.linalg.inv(np.asarray(hessian, np.float64))
+        hessian = np.asarray(jax.hessian(lambda f: potential(unravel(f)))(flat), np.float64)
+        if not np.all(np.isfinite(hessian)):
+            rows = ~np.all(np.isfinite(hessian), axis=1)
+            names = [_site_labeller(fn)(k) for k, v in unravel(jnp.asarray(rows, flat.dtype)).items() if np.any(np.asarray(v))]
+            raise FitError(
+                f"MAP (Laplace): the Hessian at the mode is not finite for {', '.join(repr(n) for n in names)}; "
+                "the fit stopped (use laplace=False, tighter priors, or float64 (--x64))"
+            )
+        cov = np.linalg.inv(hessian)
         cov = 0.5 * (cov + cov.T)
         chol = np.linalg.cholesky(cov + 1e-9 * np.eye(cov.shape[0]))
         normal = np.asarray(jax.random.normal(k_laplace, (num_samples, flat.size)))
