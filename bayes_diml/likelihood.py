@@ -119,7 +119,7 @@ def _chunked_episode_log_likelihood(
     (Griewank & Walther 2000, "Algorithm 799: revolve", the two-level scheme).
     Within a chunk the recurrence runs as in the unchunked path.
     """
-    num_rounds, num_agents = actions.shape
+    num_rounds = actions.shape[0]
     num_chunks = -(-num_rounds // round_chunk)
     pad = num_chunks * round_chunk - num_rounds
     actions = jnp.pad(actions, ((0, pad), (0, 0)))
