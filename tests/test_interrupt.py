@@ -78,6 +78,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------ determinism
 
 
+@pytest.mark.slow  # two full fits: ~25 s of CPU
 def test_same_seed_gives_bit_identical_svi_draws(data):
     # MAP warm start (20 steps), then 100 SVI steps, then draws from the guide
     options = dict(method="svi", seed=7, steps=100, map_steps=20, num_samples=20, progress=False, posterior_predictive_draws=2)
@@ -161,6 +162,7 @@ def test_sigint_mid_fit_writes_nothing(work):
     assert leftovers(work) == []
 
 
+@pytest.mark.slow  # a second subprocess fit: ~20 s of CPU; the swap itself is covered in-process below
 def test_sigint_mid_fit_with_overwrite_keeps_the_old_folder(work):
     run = work / "RUN"
     run.mkdir()

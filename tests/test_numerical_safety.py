@@ -168,7 +168,7 @@ def test_extreme_gradient_matches_central_differences_of_the_reference():
     [
         ("congestion", "logit_q_decreasing", "absent", (1, 40)),  # the round index crosses chunks; one padded chunk
         ("tabular", "logit_q", "trailing", (7,)),
-        ("anonymous", "logit_q_decreasing", "absent", (5,)),
+        pytest.param("anonymous", "logit_q_decreasing", "absent", (5,), marks=pytest.mark.slow),
     ],
 )
 def test_chunked_equals_unchunked_value_and_gradient(case_id, learner_name, kind, chunks):
