@@ -7,7 +7,7 @@ changed rule. Importing this package changes no global JAX setting.
 """
 
 from . import loading, plots
-from .errors import DataError, SpecError
+from .errors import DataError, FitError, SpecError
 from .inference import Fit, fit, load_fit
 from .likelihood import (
     episode_log_likelihood,
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DataError",
     "SpecError",
+    "FitError",
     "Model",
     "Trajectories",
     "fit",

@@ -1,7 +1,10 @@
 """The ``bayes-diml`` command line: a thin layer over the public API.
 
-Every verb reports bad arguments or files in one line on stderr and exits with
-status 2, never with a traceback.
+Every verb reports bad arguments or files, and a fit that met NaN
+(``FitError``), in one line on stderr and exits with status 2, never with a
+traceback. Ctrl-C exits with status 130 and one line; outputs are written
+atomically, so an interrupted verb leaves nothing half-written (and, with
+``--overwrite``, the old output as it was).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, FitError
 
 __all__ = ["main"]
 
@@ -304,15 +307,16 @@ def main(argv=None) -> int:
             with jax.enable_x64(True):
                 return args.func(args)
         return args.func(args)
-    except DataError as err:  # SpecError is a DataError
+    except (DataError, FitError) as err:  # SpecError is a DataError
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # outputs are atomic: the old ones stay, no new half-written ones
+        done = f"{err.args[0]}" if err.args else "nothing was written"
+        print(f"interrupted; {done}", file=sys.stderr)
         return 130
 
 

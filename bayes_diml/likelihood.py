@@ -76,22 +76,83 @@ def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = 
 
 def _episode_log_policies(model: Model, params: Params, actions: Array, present: Array, method: str) -> Array:
     """Teacher-forced ``log pi_t`` of one episode, ``(num_rounds, num_agents, num_actions)``."""
-    mechanism, learner = model.mechanism, model.learner
-    mech_params, learner_params = params["mechanism"], params["learner"]
-    num_rounds = actions.shape[0]
-    prepared = mechanism.prepare(mech_params)
-    payoffs = jax.vmap(mechanism.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, actions, present)
-    rounds = jnp.arange(num_rounds)
+    prepared, initial = _episode_start(model, params)
+    log_pi, _ = _rounds_log_policies(model, params, prepared, actions, present, jnp.arange(actions.shape[0]), initial, method)
+    return log_pi
+
+
+def _episode_start(model: Model, params: Params):
+    """``(prepared mechanism params, Q_0)``: what every path over rounds starts from."""
+    prepared = model.mechanism.prepare(params["mechanism"])
+    initial = model.learner.init(params["learner"], model.num_agents, model.num_actions)
+    return prepared, initial
+
+
+def _rounds_log_policies(model, params, prepared, actions, present, rounds, initial, method):
+    """``log pi_t`` over consecutive rounds starting from state ``initial``, and the state after them.
+
+    ``actions``, ``present``: ``(R, num_agents)``; ``rounds``: ``(R,)`` round indices.
+    Returns ``((R, num_agents, num_actions), Q_{last + 1})``.
+    """
+    learner, learner_params = model.learner, params["learner"]
+    payoffs = jax.vmap(model.mechanism.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, actions, present)
     decay, drive = jax.vmap(functools.partial(step_coefficients, learner, learner_params))(
         payoffs, actions, present, rounds
     )
-    initial = learner.init(learner_params, model.num_agents, model.num_actions).astype(payoffs.dtype)
-    Q = linear_recurrence(decay, drive, initial, method)
-    return jax.vmap(learner.log_policy, (None, 0, 0))(learner_params, Q, rounds)
+    Q = linear_recurrence(decay, drive, initial.astype(payoffs.dtype), method)
+    following = decay[-1] * Q[-1] + drive[-1]
+    return jax.vmap(learner.log_policy, (None, 0, 0))(learner_params, Q, rounds), following
+
+
+def _played(log_pi: Array, actions: Array, present: Array) -> Array:
+    """``sum_t sum_i [present] log pi_t(a_ti | i)``."""
+    played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(present, played, 0.0))
+
+
+def _chunked_episode_log_likelihood(
+    model: Model, params: Params, actions: Array, present: Array, method: str, round_chunk: int
+) -> Array:
+    """One episode's log-likelihood with gradient checkpointing over rounds.
+
+    The horizon is cut into ``ceil(T / round_chunk)`` chunks (the last padded
+    with absent rounds, which leave ``Q`` unchanged and are not scored, so one
+    shape compiles for any ``T``); ``lax.scan`` carries ``Q`` from chunk to
+    chunk and each chunk's body is ``jax.checkpoint``-ed: the backward pass
+    keeps the ``T / round_chunk`` carried states and recomputes one chunk at a
+    time, ``O(T / round_chunk + round_chunk)`` states instead of ``O(T)``
+    (Griewank & Walther 2000, "Algorithm 799: revolve", the two-level scheme).
+    Within a chunk the recurrence runs as in the unchunked path.
+    """
+    num_rounds = actions.shape[0]
+    num_chunks = -(-num_rounds // round_chunk)
+    pad = num_chunks * round_chunk - num_rounds
+    actions = jnp.pad(actions, ((0, pad), (0, 0)))
+    present = jnp.pad(present, ((0, pad), (0, 0)), constant_values=False)
+    rounds = jnp.arange(num_chunks * round_chunk)
+    blocks = jax.tree.map(
+        lambda x: x.reshape(num_chunks, round_chunk, *x.shape[1:]), (actions, present, rounds)
+    )
+    prepared, initial = _episode_start(model, params)
+    dtype = jax.eval_shape(model.mechanism.prepared_counterfactual_payoffs, prepared, actions[0], present[0]).dtype
+
+    @jax.checkpoint
+    def chunk(Q, block, prepared, params):
+        a, p, r = block
+        log_pi, following = _rounds_log_policies(model, params, prepared, a, p, r, Q, method)
+        return following, _played(log_pi, a, p)
+
+    _, sums = jax.lax.scan(lambda Q, block: chunk(Q, block, prepared, params), initial.astype(dtype), blocks)
+    return jnp.sum(sums)
 
 
 def episode_log_likelihood(
-    model: Model, params: Params, actions: Array, mask: Array, method: str = "auto"
+    model: Model,
+    params: Params,
+    actions: Array,
+    mask: Array,
+    method: str = "auto",
+    round_chunk: int | None = None,
 ) -> Array:
     """Log-likelihood of one episode.
 
@@ -101,34 +162,54 @@ def episode_log_likelihood(
         actions: ``(num_rounds, num_agents)`` int.
         mask: ``(num_rounds, num_agents)`` bool, True where the agent did not play.
         method: see ``linear_recurrence``.
+        round_chunk: ``None`` (all rounds at once), or checkpoint the recursion
+            over chunks of this many rounds: same value and gradient, and the
+            gradient's memory grows as ``T / round_chunk + round_chunk``
+            instead of ``T`` (long horizons; ``~sqrt(T)`` is a good choice).
 
     Returns:
         Scalar: ``sum_t sum_i [not mask] log pi_t(a_{t,i} | i)``.
     """
     present = ~mask
-    log_pi = _episode_log_policies(model, params, actions, present, method)
-    played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(present, played, 0.0))
+    if round_chunk is not None:
+        return _chunked_episode_log_likelihood(model, params, actions, present, method, _check_round_chunk(round_chunk))
+    return _played(_episode_log_policies(model, params, actions, present, method), actions, present)
+
+
+def _check_round_chunk(round_chunk) -> int:
+    if isinstance(round_chunk, bool) or not isinstance(round_chunk, (int, np.integer)) or round_chunk < 1:
+        from .errors import DataError
+
+        raise DataError(f"round_chunk must be a positive integer or None, got {round_chunk!r}")
+    return int(round_chunk)
 
 
 def episode_log_likelihoods(
-    model: Model, params: Params, actions: Array, mask: Array, method: str = "auto", episode_batch: int | None = None
+    model: Model,
+    params: Params,
+    actions: Array,
+    mask: Array,
+    method: str = "auto",
+    episode_batch: int | None = None,
+    round_chunk: int | None = None,
 ) -> Array:
     """Per-episode log-likelihoods ``(num_episodes,)`` (traceable; used inside NumPyro).
 
     With ``episode_batch`` the episodes are processed that many at a time
     (``lax.map``) and each batch is rematerialised in the backward pass
     (``jax.checkpoint``), so memory is bounded by one batch: for very large games.
+    With ``round_chunk`` the rounds of each episode are checkpointed in chunks
+    (long horizons; see ``episode_log_likelihood``).
     """
-    one = functools.partial(episode_log_likelihood, model, params, method=method)
+    one = functools.partial(episode_log_likelihood, model, params, method=method, round_chunk=round_chunk)
     if episode_batch is None:
         return jax.vmap(one)(actions, mask)
     return jax.lax.map(jax.checkpoint(lambda am: one(*am)), (actions, mask), batch_size=episode_batch)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch"))
-def _per_episode(model, params, actions, mask, method="auto", episode_batch=None):
-    return episode_log_likelihoods(model, params, actions, mask, method, episode_batch)
+@functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch", "round_chunk"))
+def _per_episode(model, params, actions, mask, method="auto", episode_batch=None, round_chunk=None):
+    return episode_log_likelihoods(model, params, actions, mask, method, episode_batch, round_chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
@@ -148,7 +229,12 @@ def as_arrays(data) -> tuple[Array, Array]:
 
 
 def log_likelihood_per_episode(
-    model: Model, params: Params, data, method: str = "auto", episode_batch: int | None = None
+    model: Model,
+    params: Params,
+    data,
+    method: str = "auto",
+    episode_batch: int | None = None,
+    round_chunk: int | None = None,
 ) -> Array:
     """Per-episode log-likelihoods, ``(num_episodes,)`` (jitted; vmap over episodes).
 
@@ -156,16 +242,24 @@ def log_likelihood_per_episode(
         data: ``Trajectories`` or ``(actions, mask)`` with shapes
             ``(num_episodes, num_rounds, num_agents)``.
         episode_batch: process episodes this many at a time (bounded memory).
+        round_chunk: checkpoint the rounds in chunks of this many (bounded
+            gradient memory for long horizons; see ``episode_log_likelihood``).
     """
     actions, mask = as_arrays(data)
-    return _per_episode(model, params, actions, mask, method, episode_batch)
+    round_chunk = None if round_chunk is None else _check_round_chunk(round_chunk)
+    return _per_episode(model, params, actions, mask, method, episode_batch, round_chunk)
 
 
 def log_likelihood(
-    model: Model, params: Params, data, method: str = "auto", episode_batch: int | None = None
+    model: Model,
+    params: Params,
+    data,
+    method: str = "auto",
+    episode_batch: int | None = None,
+    round_chunk: int | None = None,
 ) -> Array:
     """Total log-likelihood over all episodes (round 0 included, masked entries excluded)."""
-    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch))
+    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch, round_chunk))
 
 
 def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "auto") -> Array:

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from .._random import as_key
-from ..errors import DataError
+from ..errors import DataError, FitError
 from ..likelihood import as_arrays
 from ..model import Model
 from .numpyro_model import check_identifiable_setup, draws_log_likelihoods, numpyro_model
@@ -22,7 +22,16 @@ __all__ = ["fit", "METHODS"]
 METHODS = {"nuts": run_nuts, "svi": run_svi, "map": run_map}
 
 
-def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictive_draws: int = 200, **options) -> Fit:
+def fit(
+    model: Model,
+    data,
+    method: str = "nuts",
+    seed=0,
+    *,
+    posterior_predictive_draws: int = 200,
+    round_chunk: int | None = None,
+    **options,
+) -> Fit:
     """Posterior over the mechanism (and unknown learner parameters) given observed play.
 
     Args:
@@ -37,10 +46,17 @@ def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictiv
         seed: an int or a JAX key; recorded in the result.
         posterior_predictive_draws: draws used for the posterior predictive
             action frequencies (at most this many, spread over all draws).
+        round_chunk: checkpoint the likelihood's recursion over chunks of this
+            many rounds (bounded gradient memory for long horizons, same
+            posterior; see ``bayes_diml.likelihood.episode_log_likelihood``).
         **options: passed to the method; ``progress=False`` turns progress bars off.
 
     Returns:
         A ``Fit``.
+
+    Raises:
+        FitError: the fit met a non-finite loss, gradient or draw; the message
+            names the parameter and the step (or draw).
     """
     from ..loading import check_data
 
@@ -50,21 +66,26 @@ def fit(model: Model, data, method: str = "nuts", seed=0, *, posterior_predictiv
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise DataError(f"fit(method={method!r}): unknown option(s) {unknown}; options: {allowed}")
+    if round_chunk is not None:
+        from ..likelihood import _check_round_chunk
+
+        round_chunk = _check_round_chunk(round_chunk)
     check_data(data, model)
     check_identifiable_setup(model, data)
     key = as_key(seed)
     k_fit, k_ppc = jax.random.split(key)
     actions, mask = as_arrays(data)
-    fn = functools.partial(numpyro_model, model)
+    fn = functools.partial(numpyro_model, model, round_chunk=round_chunk)
     start = time.perf_counter()
     posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, **options)
     info["wall_seconds"] = time.perf_counter() - start
     info["method"] = method
+    info["round_chunk"] = round_chunk
     info["seed"] = seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist()
     result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
     _check_finite(result)
     result.log_likelihood = np.asarray(
-        draws_log_likelihoods(model, result.params_draws(), actions, mask)
+        draws_log_likelihoods(model, result.params_draws(), actions, mask, round_chunk=round_chunk)
     ).reshape(result.num_chains, result.num_draws, -1)
     result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
     return result
@@ -75,7 +96,7 @@ def _check_finite(result: Fit) -> None:
         values = np.asarray(values)
         if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
             where = np.argwhere(~np.isfinite(values))[0]
-            raise FloatingPointError(
-                f"{result.method}: parameter '{name}' is not finite at (chain, draw) = {tuple(where[:2])}; "
-                "the fit diverged (try a smaller step size / learning rate, or tighter priors)"
+            raise FitError(
+                f"{result.method}: parameter '{name}' is not finite at draw {int(where[1])} of chain {int(where[0])}; "
+                "the fit stopped (try a smaller step size / learning rate, tighter priors, or float64 (--x64))"
             )

@@ -55,27 +55,33 @@ def sample_params(model: Model) -> dict:
     return {"mechanism": mechanism, "learner": learner}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _total_log_likelihood(model: Model, params, actions, mask):
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("round_chunk",))
+def _total_log_likelihood(model: Model, params, actions, mask, round_chunk: int | None = None):
     """Jitted, so that NumPyro's eager evaluations (the initial-value search, one
     value and gradient per chain) compile one program instead of hundreds of
     single operations (E2 NUTS: 650 compilations before, see benchmarks/inference.py)."""
-    return jnp.sum(_episodes(model, params, actions, mask))
+    return jnp.sum(_episodes(model, params, actions, mask, round_chunk=round_chunk))
 
 
-def numpyro_model(model: Model, actions, mask):
-    """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``)."""
+def numpyro_model(model: Model, actions, mask, *, round_chunk: int | None = None):
+    """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``).
+
+    ``round_chunk``: checkpoint the likelihood's rounds in chunks (long horizons;
+    see ``bayes_diml.likelihood.episode_log_likelihood``).
+    """
     params = sample_params(model)
-    numpyro.factor("log_likelihood", _total_log_likelihood(model, params, actions, mask))
+    numpyro.factor("log_likelihood", _total_log_likelihood(model, params, actions, mask, round_chunk=round_chunk))
 
 
-def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64):
+def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64, round_chunk: int | None = None):
     """Per-episode log-likelihood of every draw: ``(num_draws, num_episodes)``.
 
     ``params_draws`` is the params PyTree with a leading draw axis; draws are
     processed ``batch_size`` at a time (``lax.map``) to bound memory.
     """
     fn = jax.jit(
-        lambda p: jax.lax.map(lambda q: _episodes(model, q, actions, mask), p, batch_size=batch_size)
+        lambda p: jax.lax.map(
+            lambda q: _episodes(model, q, actions, mask, round_chunk=round_chunk), p, batch_size=batch_size
+        )
     )
     return fn(params_draws)
