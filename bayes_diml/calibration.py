@@ -135,6 +135,17 @@ def uniformity_test(ranks: np.ndarray, num_draws: int, num_bins: int | None = No
     return {"chi2": chi2, "p_chi2": p_chi2, "ks": ks[:, 0], "p_ks": ks[:, 1], "num_bins": B, "counts": observed, "edges": edges}
 
 
+def _bonferroni(p_values: np.ndarray, true_values: np.ndarray) -> float:
+    """``min(1, Q' min_q p_q)`` over the ``Q'`` distinct quantities: a quantity whose
+    true values equal an earlier one's in every dataset (e.g. a tabular payoff
+    difference against the pinned baseline, which is a sampled entry itself) is the
+    same test and is counted once."""
+    if not len(p_values):
+        return 1.0
+    _, first = np.unique(true_values.T, axis=0, return_index=True)
+    return float(min(1.0, len(first) * float(np.min(p_values[first]))))
+
+
 def normalised_ranks(ranks: np.ndarray, num_draws: int) -> np.ndarray:
     """``r / L`` in ``[0, 1]``; mean 0.5 and sd ``sqrt((L + 2) / (12 L))`` under uniformity."""
     return np.asarray(ranks) / num_draws
@@ -156,10 +167,11 @@ class SBCResult:
         chi2, p_values: chi-square statistic and p-value per quantity.
         ks, ks_p_values: KS statistic and p-value (randomised normalised ranks).
         combined_p_value: Bonferroni over quantities of the chi-square p-values,
-            ``min(1, Q * min_q p_q)``: the probability, under calibration, that at
-            least one of the ``Q`` tests looks this extreme is at most this (valid
-            whatever the dependence between quantities, conservative when they
-            are correlated).
+            ``min(1, Q * min_q p_q)``, ``Q`` counting distinct quantities only
+            (identical true values in every dataset count once): the probability,
+            under calibration, that at least one of the ``Q`` tests looks this
+            extreme is at most this (valid whatever the dependence between
+            quantities, conservative when they are correlated).
         divergences: post-warmup divergent transitions per dataset (NUTS; zeros
             for SVI).
         settings: the study's settings (method, sizes, seed, queries).
@@ -309,10 +321,10 @@ def _natural_params(model: Model, latents: dict) -> dict:
 
 
 def _quantities(setup: _Setup, latents: dict) -> jax.Array:
-    """``(Q,)``: every latent entry (sites in trace order, C order), then the differences."""
+    """``(Q,)``: every latent entry (sites by name, entries in C order), then the differences."""
     from .inference.queries import _differences
 
-    flat = [jnp.ravel(latents[name]) for name in latents]
+    flat = [jnp.ravel(latents[name]) for name in sorted(latents)]  # sorted: as PyTree flattening orders dicts
     params = _natural_params(setup.model, latents)
     if setup.codes:
         mech = jax.tree.map(lambda v: jnp.asarray(v)[None], params["mechanism"])
@@ -320,28 +332,43 @@ def _quantities(setup: _Setup, latents: dict) -> jax.Array:
     return jnp.concatenate(flat)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _potential(model: Model, z: dict, actions, mask):
+    """``-log p(theta, data)`` at unconstrained ``z`` (incl. the Jacobian). Jitted so that
+    the NUTS kernel's many calls share one trace of the NumPyro model and likelihood."""
+    from numpyro.infer.util import potential_energy
+
+    return potential_energy(_model_fn(model), (actions, mask), {}, z)
+
+
 def _descend(potential, flat0, unravel, steps: int, learning_rate: float = 0.05):
-    """``steps`` Adam steps on the potential from ``flat0`` (as ``samplers._preconditioner``);
-    falls back to ``flat0`` when the end point is not finite."""
+    """``steps`` Adam steps on ``potential(unravel(flat))`` from ``flat0`` for a batch
+    (leading axis of ``flat0``; the scan runs outside the ``vmap``), as
+    ``samplers._preconditioner`` does for one chain. Rows whose end point is not
+    finite fall back to ``flat0``."""
     import optax
 
     optimizer = optax.adam(learning_rate)
-    fp = lambda f: potential(unravel(f))  # noqa: E731
+    grads = jax.vmap(jax.grad(lambda f, *args: potential(unravel(f), *args)))
 
-    def step(carry, _):
-        f, state = carry
-        updates, state = optimizer.update(jax.grad(fp)(f), state, f)
-        return (optax.apply_updates(f, updates), state), None
+    def run(args):
+        def step(carry, _):
+            f, state = carry
+            updates, state = optimizer.update(grads(f, *args), state, f)
+            return (optax.apply_updates(f, updates), state), None
 
-    (flat, _), _ = jax.lax.scan(step, (flat0, optimizer.init(flat0)), None, length=steps)
-    ok = jnp.all(jnp.isfinite(flat)) & jnp.isfinite(fp(flat))
-    return jnp.where(ok, flat, flat0), fp
+        (flat, _), _ = jax.lax.scan(step, (flat0, optimizer.init(flat0)), None, length=steps)
+        values = jax.vmap(lambda f, *a: potential(unravel(f), *a))(flat, *args)
+        ok = jnp.all(jnp.isfinite(flat), axis=1) & jnp.isfinite(values)
+        return jnp.where(ok[:, None], flat, flat0)
+
+    return run
 
 
-def _inverse_hessian(fp, flat):
+def _inverse_hessian(potential, flat, unravel, *args):
     """Inverse Hessian of the potential at ``flat`` (an initial inverse mass matrix);
     the identity when the Hessian is not positive definite there."""
-    hessian = jax.hessian(fp)(flat)
+    hessian = jax.hessian(lambda f: potential(unravel(f), *args))(flat)
     hessian = 0.5 * (hessian + hessian.T)
     values, vectors = jnp.linalg.eigh(hessian)
     ok = jnp.all(jnp.isfinite(values)) & (jnp.min(values) > 0)
@@ -349,51 +376,67 @@ def _inverse_hessian(fp, flat):
     return jnp.where(ok, (vectors / safe) @ vectors.T, jnp.eye(flat.size, dtype=flat.dtype))
 
 
-def _nuts_draws(setup: _Setup, actions, mask, z_like: dict, key):
-    """One NUTS chain: ``num_draws / num_chains`` thinned latent draws (constrained) and
-    the number of post-warmup divergences.
+def _nuts_draws(setup: _Setup, actions, mask, z_like: dict, keys):
+    """NUTS for a batch of chains (leading axis: one chain per row of ``actions``,
+    ``mask``, ``keys``): ``num_draws / num_chains`` thinned latent draws (constrained)
+    per chain, and post-warmup divergences per chain.
 
     Start: zeros in the unconstrained space, ``init_steps`` Adam steps towards the
     mode, and (dense mass) the inverse Hessian there as initial inverse mass matrix,
-    as ``inference.samplers.run_nuts`` does; then NumPyro's windowed adaptation.
+    as ``inference.samplers.run_nuts`` does; then NumPyro's windowed adaptation
+    (Stan's schedule) during ``num_warmup`` steps.
+
+    The ``vmap`` is applied to the kernel inside the ``lax.scan`` over steps (as
+    NumPyro's ``chain_method="vectorized"`` does), not to a scan of the kernel:
+    batching NUTS's nested while loops once is much cheaper to trace.
     """
     from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import constrain_fn, potential_energy
+    from numpyro.infer.util import constrain_fn
 
-    fn = _model_fn(setup.model)
+    model = setup.model
     args = (actions, mask)
-    potential = lambda z: potential_energy(fn, args, {}, z)  # noqa: E731
-    flat0, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(jnp.zeros_like, z_like))
-    k_start, k_run = jax.random.split(key)
-    flat, fp = _descend(potential, flat0, unravel, setup.init_steps)
-    inverse_mass = _inverse_hessian(fp, flat) if setup.dense_mass else None
-    init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
-    state = init_kernel(
-        unravel(flat),
-        setup.num_warmup,
-        inverse_mass_matrix=inverse_mass,
-        dense_mass=setup.dense_mass,
-        target_accept_prob=setup.target_accept,
-        max_tree_depth=setup.max_tree_depth,
-        rng_key=jax.random.key_data(k_run),
+    potential = functools.partial(_potential, model)  # (z, actions, mask)
+    num = actions.shape[0]
+    flat_like, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda v: v[0], z_like))
+    flat0 = jnp.zeros((num, flat_like.size), flat_like.dtype)
+    flat = _descend(potential, flat0, unravel, setup.init_steps)(args) if setup.init_steps else flat0
+    inverse_mass = jax.vmap(lambda f, *a: _inverse_hessian(potential, f, unravel, *a))(flat, *args) if setup.dense_mass else None
+    init_kernel, sample_kernel = hmc(
+        potential_fn_gen=lambda actions, mask: functools.partial(_potential, model, actions=actions, mask=mask),
+        algo="NUTS",
     )
 
-    def warm(state, _):
-        return sample_kernel(state), None
+    def init(f, inv, key, actions, mask):
+        return init_kernel(
+            unravel(f),
+            setup.num_warmup,
+            inverse_mass_matrix=inv,
+            dense_mass=setup.dense_mass,
+            target_accept_prob=setup.target_accept,
+            max_tree_depth=setup.max_tree_depth,
+            model_args=(actions, mask),
+            rng_key=jax.random.key_data(key),
+        )
 
-    state, _ = jax.lax.scan(warm, state, None, length=setup.num_warmup)
+    state = jax.vmap(init, (0, 0 if setup.dense_mass else None, 0, 0, 0))(flat, inverse_mass, keys, *args)
+    kernel = jax.vmap(lambda s, actions, mask: sample_kernel(s, model_args=(actions, mask)))
 
-    def one_draw(state, _):
-        def step(s, _):
-            s = sample_kernel(s)
-            return s, s.diverging
+    # one scan over warmup and sampling; keep every thin-th post-warmup state
+    per_chain = setup.num_draws // setup.num_chains
+    total = setup.num_warmup + per_chain * setup.thin
 
-        state, diverging = jax.lax.scan(step, state, None, length=setup.thin)
-        return state, (state.z, jnp.sum(diverging))
+    def step(state, _):
+        state = kernel(state, *args)
+        return state, (state.z, state.diverging)
 
-    _, (zs, divergences) = jax.lax.scan(one_draw, state, None, length=setup.num_draws // setup.num_chains)
-    latents = jax.vmap(lambda z: constrain_fn(fn, args, {}, z))(zs)
-    return {k: latents[k] for k in z_like}, jnp.sum(divergences)
+    _, (zs, diverging) = jax.lax.scan(step, state, None, length=total)
+    keep = setup.num_warmup + setup.thin - 1 + setup.thin * jnp.arange(per_chain)
+    zs = jax.tree.map(lambda v: jnp.swapaxes(v[keep], 0, 1), zs)  # (num, per_chain, ...)
+    divergences = jnp.sum(diverging[setup.num_warmup :], axis=0)
+    fn = _model_fn(model)
+    constrain = lambda z, actions, mask: constrain_fn(fn, (actions, mask), {}, z)  # noqa: E731
+    latents = jax.vmap(jax.vmap(constrain, (0, None, None)))(zs, *args)
+    return {k: latents[k] for k in z_like}, divergences
 
 
 def _svi_draws(setup: _Setup, actions, mask, z_like: dict, key):
@@ -428,26 +471,37 @@ def _sbc_batch(setup: _Setup, keys):
     from .simulate import simulate_arrays
 
     model = setup.model
+    fn = _model_fn(model)
 
-    def one(key):
-        k_prior, k_sim, k_fit = jax.random.split(key, 3)
+    def simulate(key):
+        k_prior, k_sim = jax.random.split(key)
         truth_latents = _prior_latents(model, k_prior)
         params = _natural_params(model, truth_latents)
         actions = simulate_arrays(model, params, k_sim, setup.num_episodes, setup.num_rounds)
-        mask = jnp.zeros(actions.shape, bool)
-        z_like = unconstrain_fn(_model_fn(model), (actions, mask), {}, truth_latents)  # structure only
-        if setup.method == "nuts":
-            chains = jax.vmap(lambda k: _nuts_draws(setup, actions, mask, z_like, k))
-            latents, divergences = chains(jax.random.split(k_fit, setup.num_chains))
-            latents = jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:]), latents)
-            divergences = jnp.sum(divergences)
-        else:
-            latents, divergences = _svi_draws(setup, actions, mask, z_like, k_fit)
+        return truth_latents, actions
+
+    k_data, k_fit = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k))(keys), 1, 0)
+    truth_latents, actions = jax.vmap(simulate)(k_data)
+    mask = jnp.zeros(actions.shape, bool)
+    num = keys.shape[0]
+    if setup.method == "nuts":
+        z_like = jax.vmap(lambda lat, a, m: unconstrain_fn(fn, (a, m), {}, lat))(truth_latents, actions, mask)  # structure only
+        chains = setup.num_chains
+        repeat = lambda v: jnp.repeat(v, chains, axis=0)  # noqa: E731  (dataset-major rows)
+        chain_keys = jax.vmap(lambda k: jax.random.split(k, chains))(k_fit).reshape(num * chains)
+        latents, divergences = _nuts_draws(setup, repeat(actions), repeat(mask), z_like, chain_keys)
+        latents = jax.tree.map(lambda v: v.reshape(num, -1, *v.shape[2:]), latents)  # (num, L, ...)
+        divergences = divergences.reshape(num, chains).sum(axis=1)
+    else:
+        latents, divergences = jax.vmap(lambda a, m, lat, k: _svi_draws(setup, a, m, lat, k))(actions, mask, truth_latents, k_fit)
+
+    def rank(truth_latents, latents):
         truth = _quantities(setup, truth_latents)
         draws = jax.vmap(lambda lat: _quantities(setup, lat))(latents)
-        return jnp.sum(draws < truth, axis=0), jnp.sum(draws == truth, axis=0), truth, divergences
+        return jnp.sum(draws < truth, axis=0), jnp.sum(draws == truth, axis=0), truth
 
-    return jax.vmap(one)(keys)
+    less, equal, truth = jax.vmap(rank)(truth_latents, latents)
+    return less, equal, truth, divergences
 
 
 # ------------------------------------------------------------------ host-side set-up
@@ -463,6 +517,11 @@ def _with_prior(model: Model, prior) -> Model:
         return model
     if not isinstance(prior, dict):
         raise SpecError(f"prior must be None or a dict ([mechanism.prior] options and learner priors), got {type(prior).__name__}")
+    # cached on (model, prior): models hash by identity, so a repeated study of the same
+    # model and prior re-uses the compiled function
+    cache_key = (id(model), repr(sorted(prior.items(), key=lambda kv: str(kv[0]))))
+    if cache_key in _PRIOR_MODELS and _PRIOR_MODELS[cache_key][0] is model:
+        return _PRIOR_MODELS[cache_key][1]
     learner_names = set(model.learner.param_names)
     mechanism_prior = dict(model.mechanism_prior)
     learner_params = dict(model.learner_params)
@@ -472,7 +531,14 @@ def _with_prior(model: Model, prior) -> Model:
         else:
             mechanism_prior[key] = value
     model.mechanism.check_prior_options(mechanism_prior, "prior")
-    return dataclasses.replace(model, mechanism_prior=mechanism_prior, learner_params=learner_params)
+    built = dataclasses.replace(model, mechanism_prior=mechanism_prior, learner_params=learner_params)
+    if len(_PRIOR_MODELS) >= 16:
+        _PRIOR_MODELS.clear()
+    _PRIOR_MODELS[cache_key] = (model, built)
+    return built
+
+
+_PRIOR_MODELS: dict = {}
 
 
 def _default_codes(model: Model, max_differences: int, seed: int) -> np.ndarray:
@@ -589,7 +655,8 @@ def sbc(
 
     Returns:
         an ``SBCResult``; its ``combined_p_value`` is the Bonferroni correction
-        ``min(1, Q min_q p_q)`` of the per-quantity chi-square p-values.
+        ``min(1, Q min_q p_q)`` of the per-quantity chi-square p-values (``Q``
+        distinct quantities).
     """
     from tqdm.auto import tqdm
 
@@ -620,7 +687,7 @@ def sbc(
     # names and latent dimension from one concrete prior draw (no compilation of the study)
     latents = _prior_latents(model, jax.random.key(0))
     names, kinds = [], []
-    for site, value in latents.items():
+    for site, value in sorted(latents.items()):
         shape = np.shape(value)
         for index in np.ndindex(*shape):
             names.append(site + ("[" + ", ".join(map(str, index)) + "]" if shape else ""))
@@ -649,7 +716,7 @@ def sbc(
     ranks = _break_ties(less, equal, tie_seed)
     tests = uniformity_test(ranks, L, num_bins, seed=tie_seed)
     p = tests["p_chi2"]
-    combined = float(min(1.0, len(p) * float(np.min(p)))) if len(p) else 1.0
+    combined = _bonferroni(p, np.asarray(truth))
     settings = {
         "method": method, "num_datasets": N, "num_episodes": E, "num_rounds": T, "num_draws": L, "thin": int(thin),
         "num_chains": chains, "num_warmup": int(num_warmup), "target_accept": float(target_accept),

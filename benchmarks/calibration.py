@@ -8,10 +8,10 @@ Two games, each with ``--datasets`` datasets (default 100) drawn from the model'
 * ``congestion``: E2's game (4 agents, 5 resources, congestion with tolls, logit-Q
   alpha 0.25, beta 3, eps 0.06; latent d, c2, c1: 15 dimensions) with the family's
   default prior, but fewer data than E2's 48 x 60: ``--congestion-size`` (default
-  16 x 30) to fit the time budget of a shared 2-core machine.
+  12 x 20) to fit the time budget of a shared 2-core machine.
 
-Each game: ``bayes_diml.calibration.sbc`` with NUTS (1 chain, 300 warmup, L = 99 draws
-thinned by 2), all datasets in one vectorised, jitted batch. Writes
+Each game: ``bayes_diml.calibration.sbc`` with NUTS (1 chain, 250 warmup, L = 99 draws
+thinned by 2), datasets in two vectorised batches of 50 (one compilation). Writes
 ``benchmarks/results/calibration.json`` (ranks, p-values, settings, wall time, machine)
 after each game, and ``calibration_<game>.png`` rank histograms with the 99% band of a
 uniform histogram. Usage::
@@ -78,10 +78,10 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", type=int, default=100)
     parser.add_argument("--games", nargs="+", default=["tabular", "congestion"])
     parser.add_argument("--tabular-size", type=int, nargs=2, default=[10, 20], metavar=("EPISODES", "ROUNDS"))
-    parser.add_argument("--congestion-size", type=int, nargs=2, default=[16, 30], metavar=("EPISODES", "ROUNDS"))
+    parser.add_argument("--congestion-size", type=int, nargs=2, default=[12, 20], metavar=("EPISODES", "ROUNDS"))
     parser.add_argument("--num-draws", type=int, default=99)
     parser.add_argument("--thin", type=int, default=2)
-    parser.add_argument("--num-warmup", type=int, default=300)
+    parser.add_argument("--num-warmup", type=int, default=250)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "calibration.json")

@@ -106,13 +106,17 @@ def test_bad_inputs_are_refused():
 # ------------------------------------------------------------------ fast: sbc runs and compiles once
 def test_tiny_sbc_runs_and_compiles_once():
     model = tabular_2x2()
+    prior = {"scale": 2.0, "alpha": {"dist": "beta", "a": 3.0, "b": 7.0}}  # alpha unknown
     before = calibration.TRACE_COUNT
     # 3 datasets in batches of 2: two calls of the batched function (the last one padded)
-    result = sbc(model, None, 3, num_episodes=2, num_rounds=4, num_draws=9, thin=1, num_warmup=20,
+    result = sbc(model, prior, 3, num_episodes=2, num_rounds=4, num_draws=9, thin=1, num_warmup=20,
                  init_steps=10, max_tree_depth=4, batch_size=2, seed=0, progress=False)
     assert calibration.TRACE_COUNT - before == 1
-    assert result.ranks.shape == (3, 8) and result.ranks.min() >= 0 and result.ranks.max() <= 9
-    assert result.kinds.count("parameter") == 4 and result.kinds.count("difference") == 4
+    assert result.ranks.shape == (3, 9) and result.ranks.min() >= 0 and result.ranks.max() <= 9
+    assert result.kinds.count("parameter") == 5 and result.kinds.count("difference") == 4
+    assert "alpha" in result.quantities and result.settings["mechanism_prior"] == {"scale": 2.0}
+    alpha = result.true_values[:, result.quantities.index("alpha")]
+    assert np.all((alpha > 0) & (alpha < 1))
     # tabular gauge (baseline action 0 pinned at 0): free payoffs are the entries with own
     # action 1 in C order of (joint index a0 + 2 a1, agent): (1,0)_0, (0,1)_1, (1,1)_0, (1,1)_1,
     # so each difference "agent i: 1 vs 0 | others" equals one free payoff exactly
@@ -124,10 +128,11 @@ def test_tiny_sbc_runs_and_compiles_once():
     frame = result.to_frame()
     assert list(frame.columns) == ["quantity", "kind", "mean_rank", "chi2", "p_chi2", "ks", "p_ks"]
     assert 0.0 <= result.combined_p_value <= 1.0
-    assert np.isclose(result.combined_p_value, min(1.0, 8 * frame["p_chi2"].min()))
+    # Bonferroni over the 5 distinct quantities (each difference duplicates a free payoff)
+    assert np.isclose(result.combined_p_value, min(1.0, 5 * frame["p_chi2"].min()))
     assert result.plot().axes
     # same model and sizes, another seed: the compiled function is reused
-    sbc(model, None, 3, num_episodes=2, num_rounds=4, num_draws=9, thin=1, num_warmup=20,
+    sbc(model, dict(prior), 3, num_episodes=2, num_rounds=4, num_draws=9, thin=1, num_warmup=20,
         init_steps=10, max_tree_depth=4, batch_size=2, seed=1, progress=False)
     assert calibration.TRACE_COUNT - before == 1
 
@@ -139,7 +144,7 @@ def test_nuts_on_a_two_agent_tabular_game_is_calibrated():
     payoff differences; NUTS with L = 49 draws (thin 2). About 2 minutes on 2 cores
     (compilation included).
 
-    Bounds: the combined (Bonferroni) p-value of 8 chi-square tests exceeds 1e-3 unless
+    Bounds: the combined (Bonferroni) p-value of 4 distinct chi-square tests exceeds 1e-3 unless
     some rank histogram is far from flat. The mean normalised rank of N uniform ranks
     on 0..L has sd sqrt((L + 2) / (12 L)) / sqrt(N) = 0.021; 4 sd (0.083) bounds it per
     quantity (false alarm ~ 8 x 6e-5), while a posterior shifted by 0.25 posterior sd
