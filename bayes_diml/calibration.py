@@ -233,14 +233,19 @@ class SBCResult:
         band spans its 0.5% and 99.5% quantiles (Talts et al. 2018, Fig. 3).
 
         Args:
-            quantities: names to show (default: the first ``max_panels``).
+            quantities: names to show (default: the first ``max_panels`` distinct
+                quantities; a tabular difference against the pinned baseline
+                duplicates a sampled entry).
         Returns:
             a matplotlib ``Figure``.
         """
         from matplotlib.figure import Figure
         from scipy import stats
 
-        names = list(self.quantities[:max_panels] if quantities is None else quantities)
+        if quantities is None:  # distinct quantities (a duplicate has the same truths everywhere)
+            _, first = np.unique(self.true_values.T, axis=0, return_index=True)
+            quantities = [self.quantities[q] for q in sorted(first)][:max_panels]
+        names = list(quantities)
         unknown = [q for q in names if q not in self.quantities]
         if unknown:
             raise DataError(f"unknown quantities {unknown}; known: {list(self.quantities)}")
@@ -255,8 +260,8 @@ class SBCResult:
         for ax, name in zip(axes, names):
             q = self.quantities.index(name)
             counts = np.histogram(self.ranks[:, q], bins=edges)[0]
-            ax.fill_between(edges, np.r_[lo, lo[-1]], np.r_[hi, hi[-1]], step="post", color="0.85", lw=0)
-            ax.stairs(counts, edges, fill=True, color="C0", alpha=0.8)
+            ax.stairs(counts, edges, fill=True, color="C0", alpha=0.75, zorder=2)
+            ax.fill_between(edges, np.r_[lo, lo[-1]], np.r_[hi, hi[-1]], step="post", color="0.5", alpha=0.3, lw=0, zorder=3)
             ax.axhline(self.num_datasets / self.num_bins, color="k", lw=0.6, ls=":")
             ax.set_title(f"{name}\np = {self.p_values[q]:.2g}", fontsize=7)
             ax.set_xlim(0, self.num_draws + 1)
