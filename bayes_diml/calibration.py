@@ -41,7 +41,15 @@ from .errors import DataError, SpecError
 from .model import Model
 from .priors import Prior
 
-__all__ = ["sbc", "SBCResult", "normalised_ranks", "rank_statistics", "uniformity_test", "default_num_bins"]
+__all__ = [
+    "sbc",
+    "SBCResult",
+    "normalised_ranks",
+    "rank_statistics",
+    "uniformity_test",
+    "default_num_bins",
+    "distinct_quantities",
+]
 
 TRACE_COUNT = 0
 """How many times the batched SBC function has been traced (a Python side effect
@@ -135,14 +143,28 @@ def uniformity_test(ranks: np.ndarray, num_draws: int, num_bins: int | None = No
     return {"chi2": chi2, "p_chi2": p_chi2, "ks": ks[:, 0], "p_ks": ks[:, 1], "num_bins": B, "counts": observed, "edges": edges}
 
 
+def distinct_quantities(true_values: np.ndarray, rtol: float = 1e-5) -> np.ndarray:
+    """Indices of the first of each group of equal quantities, ``(Q',)``.
+
+    Two quantities are equal when their true values agree in every dataset up to
+    ``rtol`` (a tabular payoff difference against the pinned baseline is a sampled
+    entry itself; symmetric agents share differences). The tolerance absorbs the
+    last-bit differences that compiled arithmetic leaves between the two routes.
+    """
+    values = np.asarray(true_values, float)
+    keep: list[int] = []
+    for q in range(values.shape[1]):
+        if not any(np.allclose(values[:, q], values[:, k], rtol=rtol, atol=rtol) for k in keep):
+            keep.append(q)
+    return np.asarray(keep, int)
+
+
 def _bonferroni(p_values: np.ndarray, true_values: np.ndarray) -> float:
-    """``min(1, Q' min_q p_q)`` over the ``Q'`` distinct quantities: a quantity whose
-    true values equal an earlier one's in every dataset (e.g. a tabular payoff
-    difference against the pinned baseline, which is a sampled entry itself) is the
-    same test and is counted once."""
+    """``min(1, Q' min_q p_q)`` over the ``Q'`` distinct quantities (``distinct_quantities``):
+    equal quantities are the same test and count once."""
     if not len(p_values):
         return 1.0
-    _, first = np.unique(true_values.T, axis=0, return_index=True)
+    first = distinct_quantities(true_values)
     return float(min(1.0, len(first) * float(np.min(p_values[first]))))
 
 
@@ -168,7 +190,7 @@ class SBCResult:
         ks, ks_p_values: KS statistic and p-value (randomised normalised ranks).
         combined_p_value: Bonferroni over quantities of the chi-square p-values,
             ``min(1, Q * min_q p_q)``, ``Q`` counting distinct quantities only
-            (identical true values in every dataset count once): the probability,
+            (equal true values in every dataset count once, ``distinct_quantities``): the probability,
             under calibration, that at least one of the ``Q`` tests looks this
             extreme is at most this (valid whatever the dependence between
             quantities, conservative when they are correlated).
@@ -243,8 +265,7 @@ class SBCResult:
         from scipy import stats
 
         if quantities is None:  # distinct quantities (a duplicate has the same truths everywhere)
-            _, first = np.unique(self.true_values.T, axis=0, return_index=True)
-            quantities = [self.quantities[q] for q in sorted(first)][:max_panels]
+            quantities = [self.quantities[q] for q in distinct_quantities(self.true_values)][:max_panels]
         names = list(quantities)
         unknown = [q for q in names if q not in self.quantities]
         if unknown:

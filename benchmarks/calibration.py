@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "calibration.json")
     args = parser.parse_args(argv)
 
-    from bayes_diml.calibration import sbc
+    from bayes_diml.calibration import distinct_quantities, sbc
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -124,7 +124,9 @@ def main(argv=None) -> int:
             "total_divergences": int(result.divergences.sum()),
             "datasets_with_divergences": int((result.divergences > 0).sum()),
             "quantities": frame.to_dict(orient="records"),
+            "distinct_quantities": [result.quantities[q] for q in distinct_quantities(result.true_values)],
             "ranks": result.ranks.tolist(),
+            "true_values": result.true_values.tolist(),
             "verdict": result.verdict(),
         }
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bayes_diml import calibration
-from bayes_diml.calibration import default_num_bins, rank_statistics, sbc, uniformity_test
+from bayes_diml.calibration import default_num_bins, distinct_quantities, rank_statistics, sbc, uniformity_test
 from bayes_diml.errors import DataError, SpecError
 from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Tabular
@@ -25,6 +25,8 @@ LEARNER = {"alpha": 0.3, "beta": 3.0, "eps": 0.05}
 P_MIN = 1e-3
 # Deliberately wrong posteriors must be rejected far beyond chance.
 P_WRONG_MAX = 1e-6
+# Mathematically equal quantities computed by two compiled routes: last-bit float32 differences.
+EQUAL_RTOL = 1e-6
 
 
 def tabular_2x2() -> Model:
@@ -87,6 +89,13 @@ def test_exact_posterior_gives_uniform_ranks_and_a_narrow_one_does_not():
     assert counts[0] + counts[-1] > 2 * counts[len(counts) // 2 - 1 : len(counts) // 2 + 1].sum()
 
 
+def test_distinct_quantities_groups_equal_columns():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(50, 3))
+    values = np.c_[values, values[:, 1] * (1 + 1e-7), values[:, 0] + 1e-3, values[:, 2]]
+    assert distinct_quantities(values).tolist() == [0, 1, 2, 4]
+
+
 def test_bad_inputs_are_refused():
     with pytest.raises(DataError, match="ranks must lie"):
         uniformity_test(np.array([[0], [12]]), 9)
@@ -121,10 +130,10 @@ def test_tiny_sbc_runs_and_compiles_once():
     # action 1 in C order of (joint index a0 + 2 a1, agent): (1,0)_0, (0,1)_1, (1,1)_0, (1,1)_1,
     # so each difference "agent i: 1 vs 0 | others" equals one free payoff exactly
     truth = dict(zip(result.quantities, result.true_values.T))
-    assert np.array_equal(truth["diff[0: 1 vs 0 | _ 0]"], truth["free_payoffs[0]"])
-    assert np.array_equal(truth["diff[1: 1 vs 0 | 0 _]"], truth["free_payoffs[1]"])
-    assert np.array_equal(truth["diff[0: 1 vs 0 | _ 1]"], truth["free_payoffs[2]"])
-    assert np.array_equal(truth["diff[1: 1 vs 0 | 1 _]"], truth["free_payoffs[3]"])
+    np.testing.assert_allclose(truth["diff[0: 1 vs 0 | _ 0]"], truth["free_payoffs[0]"], rtol=EQUAL_RTOL, atol=EQUAL_RTOL)
+    np.testing.assert_allclose(truth["diff[1: 1 vs 0 | 0 _]"], truth["free_payoffs[1]"], rtol=EQUAL_RTOL, atol=EQUAL_RTOL)
+    np.testing.assert_allclose(truth["diff[0: 1 vs 0 | _ 1]"], truth["free_payoffs[2]"], rtol=EQUAL_RTOL, atol=EQUAL_RTOL)
+    np.testing.assert_allclose(truth["diff[1: 1 vs 0 | 1 _]"], truth["free_payoffs[3]"], rtol=EQUAL_RTOL, atol=EQUAL_RTOL)
     frame = result.to_frame()
     assert list(frame.columns) == ["quantity", "kind", "mean_rank", "chi2", "p_chi2", "ks", "p_ks"]
     assert 0.0 <= result.combined_p_value <= 1.0
