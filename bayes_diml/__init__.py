@@ -6,7 +6,7 @@ differences the data identify) and predict how they would behave under a
 changed rule. Importing this package changes no global JAX setting.
 """
 
-from . import loading, plots
+from . import calibration, loading, plots
 from .errors import DataError, FitError, SpecError
 from .inference import Fit, fit, load_fit
 from .likelihood import (
