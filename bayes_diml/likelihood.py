@@ -33,6 +33,7 @@ __all__ = [
     "teacher_forced_log_policies",
     "linear_recurrence",
     "as_arrays",
+    "split_episode_params",
 ]
 
 
@@ -80,7 +81,10 @@ def _episode_log_policies(model: Model, params: Params, actions: Array, present:
     decay, drive = jax.vmap(functools.partial(step_coefficients, learner, learner_params))(
         payoffs, actions, present, rounds
     )
-    initial = learner.init(learner_params, model.num_agents, model.num_actions).astype(payoffs.dtype)
+    if "initial" in params:  # a learned Q_0 (Model.initial): this episode's (num_agents, num_actions)
+        initial = jnp.broadcast_to(params["initial"], (model.num_agents, model.num_actions)).astype(payoffs.dtype)
+    else:
+        initial = learner.init(learner_params, model.num_agents, model.num_actions).astype(payoffs.dtype)
     Q = linear_recurrence(decay, drive, initial, method)
     return jax.vmap(learner.log_policy, (None, 0, 0))(learner_params, Q, rounds)
 
@@ -92,7 +96,9 @@ def episode_log_likelihood(
 
     Args:
         model: the model.
-        params: ``{"mechanism": {...}, "learner": {...}}``.
+        params: ``{"mechanism": {...}, "learner": {...}}``, optionally with
+            ``"initial"``: this episode's ``Q_0`` ``(num_agents, num_actions)``,
+            used instead of ``learner.init``.
         actions: ``(num_rounds, num_agents)`` int.
         mask: ``(num_rounds, num_agents)`` bool, True where the agent did not play.
         method: see ``linear_recurrence``.
@@ -115,10 +121,21 @@ def episode_log_likelihoods(
     (``lax.map``) and each batch is rematerialised in the backward pass
     (``jax.checkpoint``), so memory is bounded by one batch: for very large games.
     """
-    one = functools.partial(episode_log_likelihood, model, params, method=method)
+    shared, per_episode = split_episode_params(params)
+    one = lambda p, a, m: episode_log_likelihood(model, {**shared, **p}, a, m, method=method)  # noqa: E731
     if episode_batch is None:
-        return jax.vmap(one)(actions, mask)
-    return jax.lax.map(jax.checkpoint(lambda am: one(*am)), (actions, mask), batch_size=episode_batch)
+        return jax.vmap(one)(per_episode, actions, mask)
+    return jax.lax.map(jax.checkpoint(lambda pam: one(*pam)), (per_episode, actions, mask), batch_size=episode_batch)
+
+
+def split_episode_params(params: Params) -> tuple[Params, Params]:
+    """``(shared, per_episode)``: a per-episode initial state ``params["initial"]`` of shape
+    ``(num_episodes, num_agents, num_actions)`` goes to ``per_episode`` (mapped over
+    episodes); everything else is shared by all episodes."""
+    initial = params.get("initial")
+    if initial is not None and jnp.ndim(initial) == 3:
+        return {k: v for k, v in params.items() if k != "initial"}, {"initial": initial}
+    return params, {}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch"))
@@ -128,7 +145,9 @@ def _per_episode(model, params, actions, mask, method="associative", episode_bat
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
 def _log_policies(model, params, actions, mask, method="associative"):
-    return jax.vmap(_episode_log_policies, (None, None, 0, 0, None))(model, params, actions, ~mask, method)
+    shared, per_episode = split_episode_params(params)
+    one = lambda p, a, present: _episode_log_policies(model, {**shared, **p}, a, present, method)  # noqa: E731
+    return jax.vmap(one)(per_episode, actions, ~mask)
 
 
 def as_arrays(data) -> tuple[Array, Array]:

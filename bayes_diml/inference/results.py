@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..model import Model
+from ..priors import Prior
 
 __all__ = ["Fit", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
@@ -66,7 +67,8 @@ class Fit:
 
     def params_draws(self, index=None) -> dict:
         """Natural parameters of every draw: ``{"mechanism": {...}, "learner": {...}}``
-        with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
+        (plus ``"initial"``, the learned ``Q_0``, and ``"payoff_sigma"`` where the model
+        has them) with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
         S = self.num_total_draws
         mechanism = {}
         for name, shape in self.model.mechanism.param_shapes().items():
@@ -81,6 +83,13 @@ class Fit:
             else:
                 learner[name] = jnp.full((S,), float(self.model.fixed_learner_params[name]))
         params = {"mechanism": mechanism, "learner": learner}
+        if self.model.learned_initial:
+            q0 = np.asarray(self.posterior["q0"])
+            params["initial"] = jnp.asarray(np.reshape(q0, (S, *q0.shape[2:])))
+        if "payoff_sigma" in self.posterior:
+            params["payoff_sigma"] = jnp.asarray(np.reshape(self.posterior["payoff_sigma"], (S,)))
+        elif not isinstance(self.model.payoff_sigma, Prior) and getattr(self.data, "payoff", None) is not None:
+            params["payoff_sigma"] = jnp.full((S,), float(self.model.payoff_sigma))
         if index is not None:
             params = jax.tree.map(lambda v: v[np.asarray(index)], params)
         return params
@@ -200,6 +209,8 @@ class Fit:
         """Natural mechanism parameters and unknown learner parameters (small ones first)."""
         names = [n for n in self.model.mechanism.param_shapes() if np.prod(self.model.mechanism.param_shapes()[n]) <= 500]
         names += [n for n in self.model.learner_priors]
+        names += [f"{n}_{part}" for n in self.model.per_agent for part in ("mean", "spread")]
+        names += [n for n in ("q0_spread", "payoff_sigma") if n in self.posterior]
         return names or list(self.posterior)[:5]
 
     def summary(self, var_names=None):
