@@ -113,7 +113,8 @@ def simulate(
     actions = simulate_arrays(model, params, k_play, int(num_episodes), int(num_rounds))
     payoff = None
     if payoff_fraction > 0:
-        realised = jax.vmap(jax.vmap(lambda a: model.mechanism.payoffs(params["mechanism"], a)))(actions)
+        mech_params = jax.tree.map(jnp.asarray, params["mechanism"])
+        realised = jax.vmap(jax.vmap(lambda a: model.mechanism.payoffs(mech_params, a)))(actions)
         noise = payoff_noise * jax.random.normal(k_noise, realised.shape)
         keep = jax.random.uniform(k_rows, realised.shape) < payoff_fraction
         payoff = np.where(np.asarray(keep), np.asarray(realised + noise, np.float64), np.nan)
