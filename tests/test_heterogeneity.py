@@ -240,3 +240,53 @@ def test_diagnostics_warn_when_learner_parameters_collapse():
     assert len(warnings) == 1 and "'alpha' and 'eps'" in warnings[0]
     independent = dataclasses.replace(fit, posterior={**posterior, "eps": 0.1 + 0.01 * rng.normal(size=(1, 400))})
     assert not [w for w in independent.diagnostics()["warnings"] if "move together" in w]
+
+
+# ---------------------------------------------------------------- statistical (slow)
+COVERAGE_MIN = 0.85
+LEVEL_SD_RATIO_MAX = 0.3
+
+
+def _all_differences(num_actions: int) -> list[dict]:
+    """Every payoff difference vs action 0 of a 2-agent tabular game (each own action, each context)."""
+    rows = []
+    for agent in range(2):
+        for other in range(num_actions):
+            for action in range(1, num_actions):
+                joint = [0, 0]
+                joint[1 - agent] = other
+                rows.append({"agent": agent, "action": action, "baseline": 0, "joint": f"{joint[0]} {joint[1]}"})
+    return rows
+
+
+@pytest.mark.slow
+def test_observed_payoffs_pin_payoff_levels():
+    """10% of rows carry the realised payoff plus N(0, 0.2^2) noise. Levels (here every
+    table entry, baseline action included, which without payoffs is only a gauge)
+    then have a posterior sd near noise / sqrt(number of observations), instead of the
+    prior's 1.0. An entry observed k times has sd about 0.2 / sqrt(k) (<= 0.2 for
+    k >= 1) plus the uncertainty in sigma: ratio < 0.3 for every observed entry.
+    The posterior mean is also checked against the mean of the noisy observations
+    (an independent estimate; its sd is 0.2 / sqrt(k)).
+    """
+    rng = np.random.default_rng(11)
+    payoffs = rng.normal(size=(4, 2))
+    learner = {"alpha": 0.3, "beta": 3.0, "eps": 0.1}
+    model = Model(Tabular(num_agents=2, num_actions=2), LEARNERS["logit_q"], learner)
+    truth = {"mechanism": {"payoffs": payoffs}, "learner": learner}
+    data = bd.simulate(model, truth, num_episodes=20, num_rounds=20, seed=3, payoff_fraction=0.1, payoff_noise=0.2)
+    fit = bd.fit(model, data, method="nuts", seed=0, num_chains=2, num_warmup=200, num_samples=200, progress=False)
+    draws = fit.posterior["payoffs"].reshape(-1, 4, 2)
+    index = data.actions[..., 0] + 2 * data.actions[..., 1]
+    seen = np.isfinite(data.payoff)
+    checked = 0
+    for joint in range(4):
+        for agent in range(2):
+            values = data.payoff[..., agent][(index == joint) & seen[..., agent]]
+            if values.size == 0:
+                continue
+            checked += 1
+            sd = draws[:, joint, agent].std()
+            assert sd / 1.0 < LEVEL_SD_RATIO_MAX, (joint, agent, sd, values.size)
+            assert abs(draws[:, joint, agent].mean() - values.mean()) < 4 * 0.2 / np.sqrt(values.size) + 0.05
+    assert checked >= 6
