@@ -44,6 +44,11 @@ def simulate_arrays(
 
     prepared = mechanism.prepare(mech_params)
     shared, per_episode = split_episode_params(params)
+    if per_episode and per_episode["initial"].shape[0] != num_episodes:
+        raise ValueError(
+            f"a per-episode initial state holds {per_episode['initial'].shape[0]} episodes, not {num_episodes}: "
+            "simulate as many episodes as it has, or give one (num_agents, num_actions) state"
+        )
 
     def episode(episode_key, episode_params):
         params = {**shared, **episode_params}

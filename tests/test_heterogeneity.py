@@ -290,3 +290,55 @@ def test_observed_payoffs_pin_payoff_levels():
             assert sd / 1.0 < LEVEL_SD_RATIO_MAX, (joint, agent, sd, values.size)
             assert abs(draws[:, joint, agent].mean() - values.mean()) < 4 * 0.2 / np.sqrt(values.size) + 0.05
     assert checked >= 6
+
+
+@pytest.mark.slow
+def test_per_episode_initial_restores_coverage():
+    """Players start each episode with random beliefs Q_0 ~ N(0, 1.5^2) (per episode,
+    agent and action; otherwise logit-Q), in short episodes where those beliefs
+    matter. A fit that assumes Q_0 = 0 must explain the initial preferences with
+    payoffs and is overconfident; the per-episode latent Q_0 restores calibration.
+    Measured (this seed, 2-core CPU): 90% intervals cover 12/12 of the true payoff
+    differences with initial = "per_episode" and 3/12 with initial = "zero".
+    With 12 differences a calibrated posterior covers >= 11 with probability ~0.66
+    only, so the bound is set on this fixed seed and the gap to "zero" is the point.
+    """
+    E, T, num_actions = 24, 15, 3
+    rng = np.random.default_rng(0)
+    learner = {"alpha": 0.2, "beta": 3.0, "eps": 0.0}
+    truth = {
+        "mechanism": {"payoffs": rng.normal(size=(num_actions**2, 2))},
+        "learner": learner,
+        "initial": rng.normal(0, 1.5, size=(E, 2, num_actions)),
+    }
+    base = Model(Tabular(num_agents=2, num_actions=num_actions), LEARNERS["logit_q"], learner)
+    data = bd.simulate(base, truth, num_episodes=E, num_rounds=T, seed=0)
+    coverage = {}
+    for initial in ("zero", "per_episode"):
+        model = dataclasses.replace(base, initial=initial)
+        fit = bd.fit(model, data, method="nuts", seed=0, num_chains=2, num_warmup=200, num_samples=200, progress=False)
+        table = fit.payoff_differences(_all_differences(num_actions), truth=truth["mechanism"])
+        coverage[initial] = float(table["covered"].mean())
+    assert coverage["per_episode"] >= COVERAGE_MIN, coverage
+    assert coverage["zero"] <= coverage["per_episode"] - 0.3, coverage
+
+
+@pytest.mark.slow
+def test_per_agent_beta_separates_two_groups():
+    """E2's congestion game, four agents: two respond weakly (beta = 1.5), two
+    strongly (beta = 8). 20% of rows carry the realised payoff (noise sd 0.1), which
+    pins the payoff scale, so beta is identified. The hierarchical fit's 90%
+    intervals of the two groups do not overlap.
+    """
+    from pathlib import Path
+
+    model, truth = bd.read_spec(Path(__file__).resolve().parents[1] / "models" / "e2_congestion.toml")
+    betas = np.array([1.5, 1.5, 8.0, 8.0])
+    prior = Prior("lognormal", (("loc", float(np.log(3.0))), ("scale", 1.0)))
+    model = dataclasses.replace(model, learner_params={"alpha": 0.25, "eps": 0.06, "beta": prior}, per_agent=("beta",))
+    truth = {"mechanism": truth["mechanism"], "learner": {"alpha": 0.25, "eps": 0.06, "beta": betas}}
+    data = bd.simulate(model, truth, num_episodes=24, num_rounds=30, seed=0, payoff_fraction=0.2, payoff_noise=0.1)
+    fit = bd.fit(model, data, method="nuts", seed=0, num_chains=2, num_warmup=200, num_samples=200, progress=False)
+    draws = fit.posterior["beta"].reshape(-1, 4)
+    low, high = np.quantile(draws, 0.05, axis=0), np.quantile(draws, 0.95, axis=0)
+    assert high[:2].max() < low[2:].min(), (low, high)
