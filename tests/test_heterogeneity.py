@@ -107,6 +107,37 @@ def test_initial_prior_is_gauge_fixed_for_shift_invariant_learners(initial):
         np.testing.assert_allclose(q0[..., 1:], mean[None, :, 1:] + spread * z, rtol=1e-6)
 
 
+# ------------------------------------------------------ priors on every learner parameter
+def _learner_prior_cases():
+    from conftest import LEARNER_VALUES
+
+    for name, learner in sorted(LEARNERS.items()):
+        for param in learner.param_names:
+            yield pytest.param(name, param, LEARNER_VALUES, id=f"{name}-{param}")
+
+
+@pytest.mark.parametrize("rule, param, values", list(_learner_prior_cases()))
+@pytest.mark.parametrize("per_agent", [False, True], ids=["pooled", "per_agent"])
+def test_every_learner_parameter_takes_a_prior(rule, param, values, per_agent):
+    """A prior (uniform +-10% around a value inside the domain) on any parameter of any
+    registered learner, pooled or per agent: its draws pass the learner's own domain
+    check and give a finite likelihood."""
+    learner = LEARNERS[rule]
+    fixed = {k: values[k] for k in learner.param_names}
+    prior = Prior("uniform", (("low", 0.9 * values[param]), ("high", 1.1 * values[param])))
+    model = Model(
+        Tabular(num_agents=N, num_actions=A), learner, {**fixed, param: prior}, per_agent=(param,) if per_agent else ()
+    )
+    payoffs, actions, _ = _random_case(7)
+    for seed in range(3):
+        trace = handlers.trace(handlers.seed(sample_params, seed)).get_trace(model, len(actions))
+        value = np.asarray(trace[param]["value"])
+        assert value.shape == ((N,) if per_agent else ())
+        learner.check_params({**fixed, param: value}, "test")
+        params = {"mechanism": {"payoffs": jnp.asarray(payoffs)}, "learner": {**fixed, param: jnp.asarray(value)}}
+        assert np.all(np.isfinite(np.asarray(bd.log_likelihood_per_episode(model, params, (actions, None)))))
+
+
 # ---------------------------------------------------------------- per-agent parameters
 def test_per_agent_parameter_is_non_centred_on_the_log_scale():
     model = _tabular_model(learner_params={"alpha": 0.3, "beta": LOGNORMAL, "eps": 0.1}, per_agent=("beta",))
@@ -298,10 +329,11 @@ def test_per_episode_initial_restores_coverage():
     agent and action; otherwise logit-Q), in short episodes where those beliefs
     matter. A fit that assumes Q_0 = 0 must explain the initial preferences with
     payoffs and is overconfident; the per-episode latent Q_0 restores calibration.
-    Measured (this seed, 2-core CPU): 90% intervals cover 12/12 of the true payoff
-    differences with initial = "per_episode" and 3/12 with initial = "zero".
-    With 12 differences a calibrated posterior covers >= 11 with probability ~0.66
-    only, so the bound is set on this fixed seed and the gap to "zero" is the point.
+    Measured (this seed, CPU): 90% intervals cover 11/12 = 0.92 of the true payoff
+    differences with initial = "per_episode" and 3/12 = 0.25 with initial = "zero"
+    (on a second seed with 30 x 20 rounds: 12/12 vs 7/12). With only 12 differences
+    a calibrated posterior covers >= 11 with probability ~0.66, so the 0.85 bound
+    holds for this fixed seed; the gap to "zero" (>= 0.3) is the robust signal.
     """
     E, T, num_actions = 24, 15, 3
     rng = np.random.default_rng(0)
