@@ -331,7 +331,7 @@ def test_per_episode_initial_restores_coverage():
     payoffs and is overconfident; the per-episode latent Q_0 restores calibration.
     Measured (this seed, CPU): 90% intervals cover 11/12 = 0.92 of the true payoff
     differences with initial = "per_episode" and 3/12 = 0.25 with initial = "zero"
-    (on a second seed with 30 x 20 rounds: 12/12 vs 7/12). With only 12 differences
+    (with 30 episodes x 20 rounds: 12/12 vs 7/12). With only 12 differences
     a calibrated posterior covers >= 11 with probability ~0.66, so the 0.85 bound
     holds for this fixed seed; the gap to "zero" (>= 0.3) is the robust signal.
     """

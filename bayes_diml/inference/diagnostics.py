@@ -18,11 +18,14 @@ def collapsed_learner_parameters(fit, threshold: float = COLLAPSE_CORRELATION) -
     """Pairs of unknown scalar learner parameters whose posterior correlation exceeds
     ``threshold`` in absolute value: ``[(name_a, name_b, correlation), ...]``.
 
-    Learning rules can have parameters that act on play only through a combination:
-    in EWA, for instance, when the experience weight settles (``N_t -> 1 / (1 - rho)``)
-    the attraction decay ``phi`` and ``rho`` enter mainly through ``phi * N``
-    versus ``rho * N``, so the data pin their relation, not each one (Camerer & Ho
-    1999, §2). Detected generically from the draws, for any learner.
+    Learning rules can have parameters that act on play only through a combination.
+    In EWA (Camerer & Ho 1999, §2) the attractions follow
+    ``A_t = (phi N_{t-1} A_{t-1} + w_t U_t) / N_t`` with ``N_t = rho N_{t-1} + 1``;
+    once ``N_t`` has settled at ``1 / (1 - rho)`` (when ``phi N ≈ rho N + ...`` no
+    longer changes), the update is ``A_t = phi A_{t-1} + (1 - rho) w_t U_t``: ``rho``
+    then only rescales the payoffs, trading against ``lambda`` (beta) and the
+    foregone-payoff weight ``delta``, and long episodes pin only the products.
+    Detected generically from the draws, for any learner.
     """
     names = [n for n in fit.model.learner_priors if n not in fit.model.per_agent]
     names += [f"{n}_mean" for n in fit.model.per_agent]
