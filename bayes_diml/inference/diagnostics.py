@@ -21,8 +21,7 @@ def collapsed_learner_parameters(fit, threshold: float = COLLAPSE_CORRELATION) -
     Learning rules can have parameters that act on play only through a combination.
     In EWA (Camerer & Ho 1999, §2) the attractions follow
     ``A_t = (phi N_{t-1} A_{t-1} + w_t U_t) / N_t`` with ``N_t = rho N_{t-1} + 1``;
-    once ``N_t`` has settled at ``1 / (1 - rho)`` (when ``phi N ≈ rho N + ...`` no
-    longer changes), the update is ``A_t = phi A_{t-1} + (1 - rho) w_t U_t``: ``rho``
+    once ``N_t`` has settled at ``1 / (1 - rho)``, the update is ``A_t = phi A_{t-1} + (1 - rho) w_t U_t``: ``rho``
     then only rescales the payoffs, trading against ``lambda`` (beta) and the
     foregone-payoff weight ``delta``, and long episodes pin only the products.
     Detected generically from the draws, for any learner.
