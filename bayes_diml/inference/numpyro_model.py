@@ -18,6 +18,8 @@ episode), so LOO leaves out whole episodes.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,15 +64,17 @@ def observed_payoffs(data):
 def check_identifiable_setup(model: Model, data=None) -> None:
     """Refuse set-ups whose likelihood has a ridge the sampler would crawl along.
 
-    With ``beta`` unknown only ``beta * Delta`` is identified (DESIGN §3): a
-    prior on ``beta`` needs the payoff scale pinned by observed payoffs.
+    With ``beta`` (the learner's payoff-scale parameter) unknown only
+    ``beta * Delta`` is identified (DESIGN §3): a prior on it, pooled or per agent,
+    needs the payoff scale pinned by observed payoffs.
     """
     model.mechanism.check_prior_options(model.mechanism_prior)
-    if "beta" in model.learner_priors:
+    scale = getattr(model.learner, "scale_param", "beta")
+    if scale in model.learner_priors:
         if data is None or observed_payoffs(data) is None:
             raise SpecError(
-                "[learner] beta carries a prior, but the payoff scale is free: only beta x (payoff "
-                "differences) is identified. Fix beta to a number (e.g. beta = 3.0), or fit data with an "
+                f"[learner] {scale} carries a prior, but the payoff scale is free: only {scale} x (payoff "
+                f"differences) is identified. Fix {scale} to a number (e.g. {scale} = 3.0), or fit data with an "
                 "observed 'payoff' column that pins the scale"
             )
 
@@ -149,13 +153,26 @@ def payoff_log_likelihoods(model: Model, params: dict, actions, mask, payoff):
     return jnp.sum(jnp.where(seen, log_density, 0.0), axis=(1, 2))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _total_log_likelihood(model: Model, params, actions, mask):
+    """Jitted, so that NumPyro's eager evaluations (the initial-value search, one
+    value and gradient per chain) compile one program instead of hundreds of
+    single operations."""
+    return jnp.sum(_episodes(model, params, actions, mask))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _total_payoff_log_likelihood(model: Model, params, actions, mask, payoff):
+    return jnp.sum(payoff_log_likelihoods(model, params, actions, mask, payoff))
+
+
 def numpyro_model(model: Model, actions, mask, payoff=None):
     """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``; ``payoff``
     the same shape, NaN where not observed, or ``None``)."""
     params = sample_params(model, num_episodes=actions.shape[0], observed=payoff is not None)
-    numpyro.factor("log_likelihood", jnp.sum(_episodes(model, params, actions, mask)))
+    numpyro.factor("log_likelihood", _total_log_likelihood(model, params, actions, mask))
     if payoff is not None:
-        numpyro.factor("payoff_log_likelihood", jnp.sum(payoff_log_likelihoods(model, params, actions, mask, payoff)))
+        numpyro.factor("payoff_log_likelihood", _total_payoff_log_likelihood(model, params, actions, mask, payoff))
 
 
 def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, payoff=None, batch_size: int = 64):
