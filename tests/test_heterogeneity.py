@@ -360,7 +360,9 @@ def test_per_agent_beta_separates_two_groups():
     """E2's congestion game, four agents: two respond weakly (beta = 1.5), two
     strongly (beta = 8). 20% of rows carry the realised payoff (noise sd 0.1), which
     pins the payoff scale, so beta is identified. The hierarchical fit's 90%
-    intervals of the two groups do not overlap.
+    intervals of the two groups do not overlap. Measured (this seed, 12 x 25 rounds):
+    weak group [0.56, 2.41] and [0.43, 2.15], strong group [6.74, 9.34] and
+    [6.58, 9.09]; about 60 s of CPU.
     """
     from pathlib import Path
 
@@ -369,7 +371,7 @@ def test_per_agent_beta_separates_two_groups():
     prior = Prior("lognormal", (("loc", float(np.log(3.0))), ("scale", 1.0)))
     model = dataclasses.replace(model, learner_params={"alpha": 0.25, "eps": 0.06, "beta": prior}, per_agent=("beta",))
     truth = {"mechanism": truth["mechanism"], "learner": {"alpha": 0.25, "eps": 0.06, "beta": betas}}
-    data = bd.simulate(model, truth, num_episodes=24, num_rounds=30, seed=0, payoff_fraction=0.2, payoff_noise=0.1)
+    data = bd.simulate(model, truth, num_episodes=12, num_rounds=25, seed=0, payoff_fraction=0.2, payoff_noise=0.1)
     fit = bd.fit(model, data, method="nuts", seed=0, num_chains=2, num_warmup=200, num_samples=200, progress=False)
     draws = fit.posterior["beta"].reshape(-1, 4)
     low, high = np.quantile(draws, 0.05, axis=0), np.quantile(draws, 0.95, axis=0)
