@@ -8,7 +8,7 @@ changed rule. Importing this package changes no global JAX setting.
 
 from . import calibration, loading, plots
 from .errors import DataError, FitError, SpecError
-from .inference import Fit, fit, load_fit
+from .inference import Fit, compare, fit, load_fit
 from .likelihood import (
     episode_log_likelihood,
     log_likelihood,
@@ -32,6 +32,7 @@ __all__ = [
     "fit",
     "Fit",
     "load_fit",
+    "compare",
     "read_spec",
     "load_data",
     "default_spec_path",

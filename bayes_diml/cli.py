@@ -193,6 +193,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    import warnings
+
+    from .inference.comparison import compare
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = compare(args.runs)
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.round(2).to_string())
+    for message in table.attrs.get("warnings", []):
+        print(f"warning: {message}")
+    table.to_csv(out, index_label="model")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -274,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("report", help="write RUN/report.html: one self-contained page on a run folder")
     p.add_argument("run", help="run folder written by 'fit' or 'demo'")
     p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("compare", help="rank run folders of the same data by PSIS-LOO over episodes")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by 'fit' (at least two)")
+    p.add_argument("--out", default="compare.csv", help="comparison table CSV (default compare.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_compare)
 
     p = verbs.add_parser("demo", help="simulate the embedded congestion game, fit it, compare with the truth")
     p.add_argument("--out", default="bayes-diml-demo", help="run folder (replaced if it exists)")

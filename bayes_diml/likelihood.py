@@ -33,6 +33,7 @@ __all__ = [
     "teacher_forced_log_policies",
     "linear_recurrence",
     "as_arrays",
+    "split_episode_params",
 ]
 
 
@@ -84,7 +85,10 @@ def _episode_log_policies(model: Model, params: Params, actions: Array, present:
 def _episode_start(model: Model, params: Params):
     """``(prepared mechanism params, Q_0)``: what every path over rounds starts from."""
     prepared = model.mechanism.prepare(params["mechanism"])
-    initial = model.learner.init(params["learner"], model.num_agents, model.num_actions)
+    if "initial" in params:  # a learned Q_0 (Model.initial): this episode's (num_agents, num_actions)
+        initial = jnp.broadcast_to(params["initial"], (model.num_agents, model.num_actions))
+    else:
+        initial = model.learner.init(params["learner"], model.num_agents, model.num_actions)
     return prepared, initial
 
 
@@ -158,7 +162,9 @@ def episode_log_likelihood(
 
     Args:
         model: the model.
-        params: ``{"mechanism": {...}, "learner": {...}}``.
+        params: ``{"mechanism": {...}, "learner": {...}}``, optionally with
+            ``"initial"``: this episode's ``Q_0`` ``(num_agents, num_actions)``,
+            used instead of ``learner.init``.
         actions: ``(num_rounds, num_agents)`` int.
         mask: ``(num_rounds, num_agents)`` bool, True where the agent did not play.
         method: see ``linear_recurrence``.
@@ -201,10 +207,21 @@ def episode_log_likelihoods(
     With ``round_chunk`` the rounds of each episode are checkpointed in chunks
     (long horizons; see ``episode_log_likelihood``).
     """
-    one = functools.partial(episode_log_likelihood, model, params, method=method, round_chunk=round_chunk)
+    shared, per_episode = split_episode_params(params)
+    one = lambda p, a, m: episode_log_likelihood(model, {**shared, **p}, a, m, method=method, round_chunk=round_chunk)  # noqa: E731
     if episode_batch is None:
-        return jax.vmap(one)(actions, mask)
-    return jax.lax.map(jax.checkpoint(lambda am: one(*am)), (actions, mask), batch_size=episode_batch)
+        return jax.vmap(one)(per_episode, actions, mask)
+    return jax.lax.map(jax.checkpoint(lambda pam: one(*pam)), (per_episode, actions, mask), batch_size=episode_batch)
+
+
+def split_episode_params(params: Params) -> tuple[Params, Params]:
+    """``(shared, per_episode)``: a per-episode initial state ``params["initial"]`` of shape
+    ``(num_episodes, num_agents, num_actions)`` goes to ``per_episode`` (mapped over
+    episodes); everything else is shared by all episodes."""
+    initial = params.get("initial")
+    if initial is not None and jnp.ndim(initial) == 3:
+        return {k: v for k, v in params.items() if k != "initial"}, {"initial": initial}
+    return params, {}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch", "round_chunk"))
@@ -214,7 +231,9 @@ def _per_episode(model, params, actions, mask, method="auto", episode_batch=None
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
 def _log_policies(model, params, actions, mask, method="auto"):
-    return jax.vmap(_episode_log_policies, (None, None, 0, 0, None))(model, params, actions, ~mask, method)
+    shared, per_episode = split_episode_params(params)
+    one = lambda p, a, present: _episode_log_policies(model, {**shared, **p}, a, present, method)  # noqa: E731
+    return jax.vmap(one)(per_episode, actions, ~mask)
 
 
 def as_arrays(data) -> tuple[Array, Array]:

@@ -13,7 +13,7 @@ from .._random import as_key
 from ..errors import DataError, FitError
 from ..likelihood import as_arrays
 from ..model import Model
-from .numpyro_model import check_identifiable_setup, draws_log_likelihoods, numpyro_model
+from .numpyro_model import check_identifiable_setup, draws_log_likelihoods, numpyro_model, observed_payoffs
 from .results import Fit
 from .samplers import run_map, run_nuts, run_svi
 
@@ -75,7 +75,8 @@ def fit(
     key = as_key(seed)
     k_fit, k_ppc = jax.random.split(key)
     actions, mask = as_arrays(data)
-    fn = functools.partial(numpyro_model, model, round_chunk=round_chunk)
+    payoff = observed_payoffs(data)
+    fn = functools.partial(numpyro_model, model, payoff=payoff, round_chunk=round_chunk)
     start = time.perf_counter()
     posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, **options)
     info["wall_seconds"] = time.perf_counter() - start
@@ -85,7 +86,7 @@ def fit(
     result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
     _check_finite(result)
     result.log_likelihood = np.asarray(
-        draws_log_likelihoods(model, result.params_draws(), actions, mask, round_chunk=round_chunk)
+        draws_log_likelihoods(model, result.params_draws(), actions, mask, payoff, round_chunk=round_chunk)
     ).reshape(result.num_chains, result.num_draws, -1)
     result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
     return result
