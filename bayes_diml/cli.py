@@ -65,6 +65,10 @@ def cmd_simulate(args) -> int:
     model, truth = read_spec(args.spec)
     if truth is None:
         raise DataError(f"{args.spec}: has no [mechanism.truth]; simulation needs true parameters")
+    try:
+        model.learner_values(truth["learner"])
+    except DataError as err:
+        raise DataError(f"{args.spec}: {err}") from None
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
     data = simulate(model, truth, num_episodes=args.episodes, num_rounds=args.rounds, seed=args.seed)

@@ -300,10 +300,14 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
                 f"{where}: '{key}' is fixed in [learner]; [learner.truth] gives values only for "
                 "parameters that carry a prior"
             )
-    learner_truth = model.learner_values(
-        {k: _truth_value(model, k, v, f"{where} '{k}'") for k, v in learner_truth_section.items()}
-    )
-    learner.check_params(learner_truth, f"{source} [learner.truth]")
+    # Partial when a learner prior has no [learner.truth] value: the spec still fits;
+    # simulating from it (cmd_simulate, Model.learner_values) names what is missing.
+    learner_truth = {
+        **model.fixed_learner_params,
+        **{k: _truth_value(model, k, v, f"{where} '{k}'") for k, v in learner_truth_section.items()},
+    }
+    if set(learner.param_names) <= set(learner_truth):
+        learner.check_params(learner_truth, f"{source} [learner.truth]")
     return model, {"mechanism": mech_truth, "learner": learner_truth}
 
 

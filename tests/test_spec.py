@@ -453,11 +453,10 @@ def test_uniform_prior_needs_low_below_high(tmp_path):
     refused(path, "eps", "low < high")
 
 
-def test_learner_prior_without_learner_truth_is_refused_when_mechanism_truth_given(tmp_path):
+def test_learner_truth_completes_the_truth(tmp_path):
     text = edit("alpha = 0.25", 'alpha = {dist = "beta", a = 2, b = 5}')
-    with pytest.raises(SpecError, match="alpha"):
-        bayes_diml.read_spec(write_spec(tmp_path, text))
-    # with its true value it loads, and the truth holds every learner parameter
+    # with its true value the truth holds every learner parameter (without it, see
+    # test_a_learner_prior_without_truth_still_fits_but_does_not_simulate)
     model, truth = bayes_diml.read_spec(write_spec(tmp_path, text + "\n[learner.truth]\nalpha = 0.3\n", "ok.toml"))
     assert truth["learner"] == {"alpha": 0.3, "beta": 3.0, "eps": 0.06}
     assert set(model.learner_priors) == {"alpha"}
@@ -612,3 +611,19 @@ def test_nothing_in_a_spec_is_evaluated(tmp_path, monkeypatch, old, new):
         bayes_diml.read_spec(path)
     assert not (tmp_path / "PWNED").exists()
     assert not Path(os.getcwd(), "PWNED").exists()
+
+
+def test_a_learner_prior_without_truth_still_fits_but_does_not_simulate(tmp_path, capsys):
+    """A simulation spec with a learner prior added and no [learner.truth]: reading it for a
+    fit works (the learner truth is partial), simulating from it names the missing value."""
+    from bayes_diml.cli import main
+
+    path = write_spec(tmp_path, edit("alpha = 0.25", 'alpha = {dist = "beta", a = 2, b = 5}'))
+    model, truth = bayes_diml.read_spec(path)
+    assert set(model.learner_priors) == {"alpha"}
+    assert truth["learner"] == {"beta": 3.0, "eps": 0.06}
+    status = main(["simulate", str(path), "--episodes", "2", "--rounds", "3", "--out", str(tmp_path / "d.csv")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.count("\n") == 0
+    assert "['alpha']" in err and "[learner.truth]" in err and str(path) in err
+    assert not (tmp_path / "d.csv").exists()
