@@ -349,10 +349,10 @@ CASES: list[Case] = [
          "key/value pair (at line 3, column 9)", "spec"),
     Case("spec-unknown-key-did-you-mean", OK_DATA, "spec_unknown_key.toml",
          "error: {dir}/spec_unknown_key.toml [learner]: unknown key 'alhpa' (did you mean 'alpha'?); "
-         "allowed: ['alpha', 'beta', 'eps', 'rule', 'truth']", "spec"),
+         "allowed: ['alpha', 'beta', 'eps', 'initial', 'initial_scale', 'per_agent', 'per_agent_spread', 'rule', 'truth']", "spec"),
     Case("spec-unknown-section", OK_DATA, "spec_unknown_section.toml",
          "error: {dir}/spec_unknown_section.toml: unknown key 'gmae' (did you mean 'game'?); "
-         "allowed: ['game', 'learner', 'mechanism']", "spec"),
+         "allowed: ['game', 'learner', 'mechanism', 'payoff']", "spec"),
     Case("spec-latin1", OK_DATA, "spec_latin1.toml",
          "error: {dir}/spec_latin1.toml: cannot read spec: 'utf-8' codec can't decode byte 0xfb in "
          "position 4: invalid start byte", "spec"),
