@@ -1,0 +1,310 @@
+"""Baseline estimators of the DIML paper, on the same training data as the Bayesian fits.
+
+Every estimator takes the true ``Model`` (for the numbers of agents and actions and
+the learner; the learner is known in the paper's set-up) and training
+``Trajectories``, and returns an ``Estimate``:
+
+* ``tabular_map``: MAP of the tabular family (the paper's "enumeration oracle",
+  ``TabularMLE``), only where ``A**n * n`` is small;
+* ``structured_map``: MAP of the correct parametric family (``StructMLE``);
+* ``wrong_learner_map``: MAP of a family under a misspecified learner, ``beta x 0.6``
+  (``DIML_Wrong``);
+* ``behaviour_cloning``: an MLP over the last 5 joint actions predicting the next
+  ones (``JointBC``); behaviour only, no mechanism;
+* ``static_inverse``: logit inversion of empirical conditional action frequencies,
+  ignoring learning (the paper's equilibrium-only inverse, here conditioned on the
+  previous round's opponents, see its docstring).
+
+``Estimate.from_fit`` wraps a Bayesian ``Fit`` (NUTS, SVI) in the same type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .errors import SpecError
+from .likelihood import as_arrays
+from .mechanisms import Tabular
+from .model import Model
+
+__all__ = [
+    "Estimate",
+    "tabular_map",
+    "structured_map",
+    "wrong_learner_map",
+    "behaviour_cloning",
+    "static_inverse",
+    "TABULAR_MAX_ENTRIES",
+    "WRONG_BETA_FACTOR",
+    "BC_WINDOW",
+]
+
+TABULAR_MAX_ENTRIES = 20_000
+"""The tabular family (and the static inverse, stored as a table) is refused above
+``A**n * n`` entries: the paper's "enumeration oracle" is for small games only."""
+
+WRONG_BETA_FACTOR = 0.6
+"""The paper's misspecified learner: ``beta`` multiplied by this factor."""
+
+BC_WINDOW = 5
+"""Joint behaviour cloning conditions on the last this many joint actions (the paper's window)."""
+
+
+@dataclasses.dataclass(eq=False)
+class Estimate:
+    """What an estimator returns, in the form the metrics take.
+
+    Attributes:
+        name: the estimator's name in tables.
+        model: mechanism family + the learner the estimator assumed; ``None`` for
+            behaviour-only estimators.
+        params: ``{"mechanism": ..., "learner": ...}`` with a leading draw axis
+            ``(S, ...)`` (``S = 1`` for point estimates); ``None`` when behaviour only.
+        behaviour: behaviour-only estimators: ``data -> log pi (E, T, n, A)``.
+        info: method, wall seconds and other settings.
+        fit: the underlying ``Fit`` when there is one.
+    """
+
+    name: str
+    model: Model | None
+    params: dict | None
+    behaviour: Callable[[Any], np.ndarray] | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+    fit: Any = None
+
+    @property
+    def has_mechanism(self) -> bool:
+        return self.model is not None
+
+    @property
+    def num_draws(self) -> int:
+        if self.params is None:
+            return 0
+        return int(np.shape(next(iter(self.params["mechanism"].values())))[0])
+
+    @classmethod
+    def from_fit(cls, fit, name: str | None = None) -> "Estimate":
+        """Wrap a ``Fit``: all its draws (one for MAP without Laplace)."""
+        return cls(
+            name=name or fit.method,
+            model=fit.model,
+            params=fit.params_draws(),
+            info={"method": fit.method, "wall_seconds": float(fit.info.get("wall_seconds", np.nan))},
+            fit=fit,
+        )
+
+
+# ------------------------------------------------------------------ MAP fits
+def _map(model: Model, data, name: str, seed, options: dict) -> Estimate:
+    from .inference import fit
+
+    start = time.perf_counter()
+    result = fit(model, data, method="map", seed=seed, posterior_predictive_draws=1, **{"progress": False, **options})
+    estimate = Estimate.from_fit(result, name)
+    estimate.info["wall_seconds"] = time.perf_counter() - start
+    return estimate
+
+
+def tabular_model(model: Model, prior_scale: float = 1.0, max_entries: int = TABULAR_MAX_ENTRIES) -> Model:
+    """``model`` with its mechanism replaced by the tabular family (same learner).
+
+    Raises:
+        SpecError: when the table would have more than ``max_entries`` entries.
+    """
+    n, A = model.num_agents, model.num_actions
+    entries = A**n * n
+    if entries > max_entries:
+        raise SpecError(
+            f"tabular family: A**n * n = {A}**{n} * {n} = {entries} payoff entries exceeds {max_entries}; "
+            "the enumeration oracle is for small games only"
+        )
+    return dataclasses.replace(model, mechanism=Tabular(num_agents=n, num_actions=A), mechanism_prior={"scale": prior_scale})
+
+
+def tabular_map(model: Model, data, seed=0, *, prior_scale: float = 1.0, max_entries: int = TABULAR_MAX_ENTRIES,
+                **options) -> Estimate:
+    """MAP of the tabular family (one free payoff difference per own action and opponent
+    context, ``Normal(0, prior_scale)`` prior) under ``model``'s learner (``TabularMLE``).
+
+    Raises ``SpecError`` where ``A**n * n > max_entries``. ``options`` go to ``fit``
+    (``steps``, ``learning_rate``, ``restarts``).
+    """
+    return _map(tabular_model(model, prior_scale, max_entries), data, "tabular MAP", seed, options)
+
+
+def structured_map(model: Model, data, seed=0, **options) -> Estimate:
+    """MAP of ``model``'s own (correct) family: ``fit(model, data, method="map")``."""
+    return _map(model, data, f"{model.mechanism.family} MAP", seed, options)
+
+
+def wrong_learner_map(model: Model, data, seed=0, *, factor: float = WRONG_BETA_FACTOR, **options) -> Estimate:
+    """MAP of ``model``'s family assuming ``beta x factor`` (the paper's ``DIML_Wrong``).
+
+    Its payoff differences come out scaled by about ``1 / factor``: the data pin only
+    ``beta * Δ`` (DESIGN §3).
+    """
+    if "beta" not in model.fixed_learner_params:
+        raise SpecError("wrong_learner_map: beta must be a fixed number in the model to be misspecified")
+    params = dict(model.learner_params)
+    params["beta"] = float(params["beta"]) * factor
+    wrong = dataclasses.replace(model, learner_params=params)
+    return _map(wrong, data, f"{model.mechanism.family} MAP, beta x {factor:g}", seed, options)
+
+
+# --------------------------------------------------------- behaviour cloning
+def _history_features(actions: jax.Array, present: jax.Array, num_actions: int, window: int) -> jax.Array:
+    """``(E, T, window * (n * A + 1))``: one-hot joint actions of rounds ``t-1 .. t-window``
+    (zeros for absent agents), each with a flag for "before the episode started"."""
+    E, T, n = actions.shape
+    onehot = jax.nn.one_hot(actions, num_actions) * present[..., None]  # (E, T, n, A)
+    onehot = onehot.reshape(E, T, n * num_actions)
+    blocks = []
+    for lag in range(1, window + 1):
+        shifted = jnp.concatenate([jnp.zeros((E, lag, n * num_actions)), onehot[:, : T - lag]], axis=1)[:, :T]
+        before = (jnp.arange(T) < lag).astype(onehot.dtype)
+        blocks += [shifted, jnp.broadcast_to(before[None, :, None], (E, T, 1))]
+    return jnp.concatenate(blocks, axis=-1)
+
+
+def _bc_logits(params, features, n, A):
+    h = jnp.tanh(features @ params["w0"] + params["b0"])
+    h = jnp.tanh(h @ params["w1"] + params["b1"])
+    logits = h @ params["w2"] + params["b2"]
+    return jax.nn.log_softmax(logits.reshape(*logits.shape[:-1], n, A), axis=-1)
+
+
+def behaviour_cloning(model: Model, data, seed=0, *, window: int = BC_WINDOW, hidden: int = 256, steps: int = 500,
+                      learning_rate: float = 3e-3, weight_decay: float = 1e-4) -> Estimate:
+    """Joint behaviour cloning (the paper's ``JointBC``): an MLP (two tanh layers of
+    ``hidden``) over the one-hot joint actions of the last ``window`` rounds, predicting
+    every agent's next action (a softmax per agent). Trained by full-batch AdamW
+    (optax) on the cross-entropy of the present agents' actions. No mechanism:
+    only the NLL metrics apply.
+    """
+    n, A = model.num_agents, model.num_actions
+    actions, mask = as_arrays(data)
+    present = ~mask
+    features = _history_features(actions, present, A, window)
+    d = features.shape[-1]
+    key = jax.random.key(seed) if isinstance(seed, int) else seed
+    k0, k1, k2 = jax.random.split(key, 3)
+    sizes = [(d, hidden), (hidden, hidden), (hidden, n * A)]
+    params = {}
+    for layer, (k, (fan_in, fan_out)) in enumerate(zip((k0, k1, k2), sizes)):
+        params[f"w{layer}"] = jax.random.normal(k, (fan_in, fan_out)) / np.sqrt(fan_in)
+        params[f"b{layer}"] = jnp.zeros((fan_out,))
+    weight = present.astype(jnp.float32)
+
+    def loss(p):
+        log_pi = _bc_logits(p, features, n, A)
+        played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
+        return -jnp.sum(played * weight) / jnp.sum(weight)
+
+    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+    @jax.jit
+    def train(p):
+        def step(carry, _):
+            p, state = carry
+            value, grad = jax.value_and_grad(loss)(p)
+            updates, state = optimizer.update(grad, state, p)
+            return (optax.apply_updates(p, updates), state), value
+
+        (p, _), values = jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps)
+        return p, values
+
+    start = time.perf_counter()
+    params, losses = train(params)
+    losses = np.asarray(losses)
+    seconds = time.perf_counter() - start
+    if not np.isfinite(losses[-1]):
+        raise FloatingPointError("behaviour_cloning: the training loss became non-finite; lower learning_rate")
+
+    @functools.partial(jax.jit)
+    def predict(p, acts, pres):
+        return _bc_logits(p, _history_features(acts, pres, A, window), n, A)
+
+    def behaviour(test_data) -> np.ndarray:
+        acts, msk = as_arrays(test_data)
+        return np.asarray(predict(params, acts, ~msk))
+
+    return Estimate(
+        name="joint behaviour cloning",
+        model=None,
+        params=None,
+        behaviour=behaviour,
+        info={"method": "bc", "wall_seconds": seconds, "steps": steps, "final_loss": float(losses[-1])},
+    )
+
+
+# ------------------------------------------------------------- static inverse
+def static_inverse(model: Model, data, seed=0, *, pseudo_count: float = 0.5,
+                   max_entries: int = TABULAR_MAX_ENTRIES) -> Estimate:
+    """Equilibrium-only inverse: logit inversion of empirical conditional frequencies.
+
+    Ignoring learning, it treats each round's action as a logit response to what the
+    opponents played in the previous round (logit-Q with ``alpha = 1``, i.e. no memory):
+
+        p(k | c) = (1 − eps) softmax_k(beta M(., c)_i) + eps / A,     c = a_{t-1,-i}
+        Δ_i(k, 0 | c) = [log s(k | c) − log s(0 | c)] / beta,  s = (p − eps/A) / (1 − eps)
+
+    with ``p`` the empirical frequency of agent ``i`` playing ``k`` in round ``t``
+    after context ``c`` (``pseudo_count`` added to every cell; ``s`` floored at
+    ``1e-6``). Contexts are the opponents' joint action, or their action counts for
+    count-based families (``mechanism.counts_context``). Exact for memoryless logit
+    responders as the sample grows; biased for slow learners, whose play depends on
+    the whole history (the point of the comparison). The paper's version conditions
+    on the same round's opponents' most frequent action. Stored as a tabular mechanism
+    (payoff 0 for action 0 and in contexts never seen), so ``A**n * n <= max_entries``.
+    """
+    del seed
+    start = time.perf_counter()
+    n, A = model.num_agents, model.num_actions
+    tab_model = tabular_model(model, max_entries=max_entries)
+    values = model.learner_values()
+    beta, eps = float(np.mean(values["beta"])), float(np.mean(values["eps"]))
+    actions, mask = np.asarray(data.actions), np.asarray(data.mask)
+    counts_context = model.mechanism.counts_context
+
+    def context(joint: np.ndarray, agent: int):  # joint (..., n)
+        others = np.delete(joint, agent, axis=-1)
+        if counts_context:
+            return (others[..., None] == np.arange(A)).sum(axis=-2)
+        return others
+
+    table = np.zeros((A**n, n))
+    index = np.arange(A**n)
+    joints = (index[:, None] // A ** np.arange(n)) % A  # (A**n, n)
+    for i in range(n):
+        prev, now = actions[:, :-1], actions[:, 1:]
+        ok = ~mask[:, :-1].any(axis=2) & ~mask[:, 1:, i]
+        keys = context(prev[ok], i)  # (R, n-1) or (R, A)
+        chosen = now[..., i][ok]
+        vocabulary, inverse = np.unique(keys.reshape(len(keys), -1), axis=0, return_inverse=True)
+        freq = np.full((len(vocabulary), A), pseudo_count)
+        np.add.at(freq, (inverse.reshape(-1), chosen), 1.0)
+        p = freq / freq.sum(axis=1, keepdims=True)
+        s = np.maximum((p - eps / A) / (1.0 - eps), 1e-6)
+        diffs = (np.log(s) - np.log(s[:, :1])) / beta  # (C, A) vs action 0
+        lookup = {tuple(v): row for v, row in zip(vocabulary.tolist(), diffs)}
+        table_keys = context(joints, i).reshape(A**n, -1)
+        for j in range(A**n):
+            row = lookup.get(tuple(table_keys[j].tolist()))
+            if row is not None:
+                table[j, i] = row[joints[j, i]]
+    params = {"mechanism": {"payoffs": jnp.asarray(table[None], jnp.float32)},
+              "learner": {k: jnp.asarray(v)[None] for k, v in values.items()}}
+    return Estimate(
+        name="static inverse",
+        model=tab_model,
+        params=params,
+        info={"method": "static", "wall_seconds": time.perf_counter() - start, "pseudo_count": pseudo_count},
+    )
