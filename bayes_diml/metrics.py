@@ -12,11 +12,13 @@ fits and baselines. Two sets of conventions:
   predictive NLL of whole held-out episodes.
 
 Payoff differences ``Δ_i(k, k' | a_-i) = M(k, a_-i)_i − M(k', a_-i)_i`` (DESIGN §1)
-are computed through ``bayes_diml.inference.queries`` (query codes
-``(agent, action, baseline, joint...)``).
+use the query codes of ``bayes_diml.inference.queries`` (``agent, action, baseline,
+joint...``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,6 @@ import numpy as np
 
 from ._types import Params
 from .errors import DataError
-from .inference.queries import _differences
 
 __all__ = [
     "SHIFTED_LEARNER",
@@ -99,8 +100,24 @@ def mechanism_differences(mechanism, params_draws: Params, codes: np.ndarray) ->
 
     ``params_draws``: the mechanism's parameters with a leading draw axis ``(S, ...)``.
     """
-    fn = jax.jit(_differences, static_argnums=0)
-    return np.asarray(fn(mechanism, params_draws, jnp.asarray(codes)))
+    return np.asarray(_differences_jit(mechanism, params_draws, jnp.asarray(codes)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _differences_jit(mechanism, params_draws, codes):
+    """As ``queries._differences``, through ``mechanism.prepare`` (e.g. the neural family's
+    payoff table, ``A**n`` network evaluations per draw instead of ``n A`` per query)."""
+
+    def one_draw(p):
+        prepared = mechanism.prepare(p)
+
+        def one_query(c):
+            cf = mechanism.prepared_counterfactual_payoffs(prepared, c[3:])
+            return cf[c[0], c[1]] - cf[c[0], c[2]]
+
+        return jax.vmap(one_query)(codes)
+
+    return jax.lax.map(one_draw, params_draws, batch_size=16)
 
 
 def difference_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
@@ -157,8 +174,12 @@ def mechanism_payoffs(mechanism, params: Params, joints: np.ndarray) -> np.ndarr
     """``M(a)`` for each joint action, ``(J, n)`` (one parameter set, no draw axis)."""
     if len(joints) == 0:
         return np.zeros((0, mechanism.num_agents))
-    fn = jax.jit(jax.vmap(mechanism.payoffs, (None, 0)))
-    return np.asarray(fn(params, jnp.asarray(joints, jnp.int32)))
+    return np.asarray(_payoffs_jit(mechanism, params, jnp.asarray(joints, jnp.int32)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _payoffs_jit(mechanism, params, joints):
+    return jax.vmap(mechanism.payoffs, (None, 0))(params, joints)
 
 
 def payoff_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
@@ -203,7 +224,10 @@ def context_keys(actions: np.ndarray, num_actions: int) -> np.ndarray:
     n = actions.shape[-1]
     if n <= 10 and num_actions**n <= JOINT_KEY_MAX:
         return (actions * num_actions ** np.arange(n)).sum(axis=-1)
-    return (actions[..., None] == np.arange(num_actions)).sum(axis=-2)
+    flat = actions.reshape(-1, n)
+    counts = np.zeros((flat.shape[0], num_actions), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(flat.shape[0]), n), flat.ravel()), 1)
+    return counts.reshape(*actions.shape[:-1], num_actions)
 
 
 def _key_set(keys: np.ndarray) -> set:

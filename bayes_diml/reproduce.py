@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 TRAIN_FRACTION = 0.8
+DIFFERENCE_DRAWS = 400
+"""Posterior draws used for payoff-difference means and 90% intervals (at most)."""
 TRUTH_SEED_BASE = 1000
 DATA_SEED_BASE = 2000
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -370,11 +372,12 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
     paper_codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, seed)
     ours_codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, seed + 1, distinct=True, skip_last=False)
     est_mech = params["mechanism"]
+    diff_mech = _thinned(estimate, DIFFERENCE_DRAWS)["mechanism"]  # more draws for interval ends
     true_paper = metrics.mechanism_differences(model.mechanism, true_mech, paper_codes)[0]
-    est_paper = metrics.mechanism_differences(estimate.model.mechanism, est_mech, paper_codes).mean(axis=0)
+    est_paper = metrics.mechanism_differences(estimate.model.mechanism, diff_mech, paper_codes).mean(axis=0)
     out["diff_mse"] = metrics.difference_mse(est_paper, true_paper)
     true_ours = metrics.mechanism_differences(model.mechanism, true_mech, ours_codes)[0]
-    draws_ours = metrics.mechanism_differences(estimate.model.mechanism, est_mech, ours_codes)
+    draws_ours = metrics.mechanism_differences(estimate.model.mechanism, diff_mech, ours_codes)
     out["rel_error"] = metrics.relative_difference_error(draws_ours.mean(axis=0), true_ours)
     contexts = support_contexts(train, model.mechanism.counts_context, A)
     seen = in_support(ours_codes, contexts, model.mechanism.counts_context, A)
