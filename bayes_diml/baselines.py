@@ -254,17 +254,23 @@ def _bc_logits(params, features, n, A):
 
 
 def behaviour_cloning(model: Model, data, seed=0, *, window: int = BC_WINDOW, hidden: int = 256, steps: int = 500,
-                      learning_rate: float = 3e-3, weight_decay: float = 1e-4) -> Estimate:
+                      learning_rate: float = 3e-3, weight_decay: float = 1e-4, validation: float = 0.2,
+                      block: int = 10) -> Estimate:
     """Joint behaviour cloning (the paper's ``JointBC``): an MLP (two tanh layers of
     ``hidden``) over the one-hot joint actions of the last ``window`` rounds, predicting
     every agent's next action (a softmax per agent). Trained by full-batch AdamW
-    (optax) on the cross-entropy of the present agents' actions. No mechanism:
-    only the NLL metrics apply.
+    (optax) on the cross-entropy of the present agents' actions, with early stopping:
+    the last ``validation`` share of the training episodes is held out and the
+    parameters of the best validation loss (checked every ``block`` steps) are kept
+    (without it, 500 steps on E2's 48 episodes overfit to a test NLL of 4.3 per
+    agent-round, worse than uniform play's 1.6). No mechanism: only the NLL metrics apply.
     """
     n, A = model.num_agents, model.num_actions
     actions, mask = as_arrays(data)
     present = ~mask
     features = _history_features(actions, present, A, window)
+    E = actions.shape[0]
+    cut = E - max(1, int(round(validation * E))) if validation > 0 and E > 1 else E
     d = features.shape[-1]
     key = jax.random.key(seed) if isinstance(seed, int) else seed
     k0, k1, k2 = jax.random.split(key, 3)
@@ -275,30 +281,37 @@ def behaviour_cloning(model: Model, data, seed=0, *, window: int = BC_WINDOW, hi
         params[f"b{layer}"] = jnp.zeros((fan_out,))
     weight = present.astype(jnp.float32)
 
-    def loss(p):
-        log_pi = _bc_logits(p, features, n, A)
-        played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
-        return -jnp.sum(played * weight) / jnp.sum(weight)
+    def loss(p, rows):
+        log_pi = _bc_logits(p, features[rows], n, A)
+        played = jnp.take_along_axis(log_pi, actions[rows][..., None], axis=-1)[..., 0]
+        return -jnp.sum(played * weight[rows]) / jnp.maximum(jnp.sum(weight[rows]), 1.0)
 
+    fit_rows, check_rows = slice(0, cut), slice(cut, E) if cut < E else slice(0, E)
     optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
 
     @jax.jit
-    def train(p):
+    def train_block(p, state):
         def step(carry, _):
             p, state = carry
-            value, grad = jax.value_and_grad(loss)(p)
+            value, grad = jax.value_and_grad(loss)(p, fit_rows)
             updates, state = optimizer.update(grad, state, p)
             return (optax.apply_updates(p, updates), state), value
 
-        (p, _), values = jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps)
-        return p, values
+        (p, state), values = jax.lax.scan(step, (p, state), None, length=block)
+        return p, state, values[-1], loss(p, check_rows)
 
     start = time.perf_counter()
-    params, losses = train(params)
-    losses = np.asarray(losses)
+    state = optimizer.init(params)
+    best, best_loss, best_step, last = params, np.inf, 0, np.nan
+    for b in range(max(1, -(-steps // block))):
+        params, state, last, check = train_block(params, state)
+        check = float(check)
+        if not np.isfinite(float(last)):
+            raise FloatingPointError("behaviour_cloning: the training loss became non-finite; lower learning_rate")
+        if check < best_loss:
+            best, best_loss, best_step = params, check, (b + 1) * block
     seconds = time.perf_counter() - start
-    if not np.isfinite(losses[-1]):
-        raise FloatingPointError("behaviour_cloning: the training loss became non-finite; lower learning_rate")
+    params = best
 
     @functools.partial(jax.jit)
     def predict(p, acts, pres):
@@ -313,7 +326,8 @@ def behaviour_cloning(model: Model, data, seed=0, *, window: int = BC_WINDOW, hi
         model=None,
         params=None,
         behaviour=behaviour,
-        info={"method": "bc", "wall_seconds": seconds, "steps": steps, "final_loss": float(losses[-1])},
+        info={"method": "bc", "wall_seconds": seconds, "steps": steps, "best_step": best_step,
+              "validation_loss": best_loss, "final_loss": float(last)},
     )
 
 
