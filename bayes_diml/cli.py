@@ -181,6 +181,7 @@ def cmd_reproduce(args) -> int:
     document = reproduce(
         args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(args.variants.split(",")),
         cache_dir=None if args.no_cache else "default",
+        estimators=tuple(args.estimators) if args.estimators else None,
     )
     out = Path(args.out) if args.out else Path("benchmarks/results")
     stem = "paper_quick" if args.quick else "paper"
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="paper,scaled", help="comma-separated: paper, scaled (default both)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
+    p.add_argument("--estimator", dest="estimators", action="append", metavar="NAME",
+                   help="run only this estimator (repeatable) and replace its rows in an existing paper.json")
     p.set_defaults(func=cmd_reproduce)
 
     p = verbs.add_parser("evaluate", help="held-out predictive NLL (and payoff-difference errors) of a fitted run")

@@ -435,7 +435,8 @@ def default_cache_dir() -> str:
     return os.environ.get("BAYES_DIML_JAX_CACHE", str(Path.home() / ".cache" / "bayes_diml" / "jax"))
 
 
-def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: Settings, log) -> list[dict]:
+def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: Settings, log,
+                 only: tuple[str, ...] | None = None) -> list[dict]:
     from .spec import read_spec
 
     model, spec_truth = read_spec(MODELS / setting.spec)
@@ -449,6 +450,8 @@ def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: 
     train, test = split_episodes(data)
     rows = []
     for estimator in _estimators(experiment):
+        if only is not None and estimator.name not in only:
+            continue
         row = {"experiment": experiment, "setting": setting.name, "variant": variant, "seed": seed,
                "estimator": estimator.name, "scale_factor": factor, "episodes": episodes, "rounds": rounds}
         if s.quick and not estimator.in_quick:
@@ -484,7 +487,7 @@ def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: 
 
 
 def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, variants=("paper", "scaled"),
-              cache_dir: str | None = "default", log=print) -> dict:
+              cache_dir: str | None = "default", log=print, estimators: tuple[str, ...] | None = None) -> dict:
     """Run experiments and write ``paper.json`` and ``paper.md`` into ``out``.
 
     Args:
@@ -496,6 +499,8 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
         variants: ``"paper"`` (the published truth scale) and/or ``"scaled"``.
         cache_dir: persistent XLA compilation cache (``"default"``: ``default_cache_dir()``;
             ``None``: off).
+        estimators: run only these estimators (names as in the table) and replace their
+            rows in an existing ``paper.json`` of ``out`` (other rows are kept).
 
     Returns:
         The JSON document (``rows``, ``settings``, ``machine``, ``wall_seconds``).
@@ -515,16 +520,28 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     stem = "paper_quick" if quick else "paper"
     start = time.perf_counter()
     rows: list[dict] = []
+    kept: list[dict] = []
+    previous_wall = None
+    previous = out / f"{stem}.json"
+    if estimators is not None and previous.exists():
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        kept = [r for r in old.get("rows", []) if r.get("estimator") not in estimators or r.get("experiment") not in experiments]
+        previous_wall = old.get("wall_seconds")
+    rows.extend(kept)
     document = {
         "experiments": list(experiments), "seeds": seeds, "quick": quick, "variants": list(variants),
         "settings": dataclasses.asdict(s), "machine": _machine(), "rows": rows,
         "notes": "We fit whole episodes (Q restarted at 0 at round 0); the paper trains on random 50-round windows.",
     }
+    if kept:
+        document["rerun"] = {"estimators": list(estimators), "previous_wall_seconds": previous_wall}
     for experiment in experiments:
         for setting in EXPERIMENTS[experiment]:
             for variant in variants:
                 for seed in range(seeds):
-                    rows.extend(_run_setting(setting, experiment, variant, seed, s, log))
+                    rows.extend(_run_setting(setting, experiment, variant, seed, s, log, estimators))
+                    rows.sort(key=lambda r: (_ORDER.get(r["experiment"], 9), r["setting"], r["variant"] != "paper", r["seed"],
+                                             [e.name for e in _estimators(r["experiment"])].index(r["estimator"])))
                     document["wall_seconds"] = time.perf_counter() - start
                     write_text_atomic(out / f"{stem}.json", json.dumps(_jsonable(document), indent=1))
                     write_text_atomic(out / f"{stem}.md", markdown_table(rows, document))
@@ -532,6 +549,9 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     write_text_atomic(out / f"{stem}.json", json.dumps(_jsonable(document), indent=1))
     write_text_atomic(out / f"{stem}.md", markdown_table(rows, document))
     return document
+
+
+_ORDER = {name: i for i, name in enumerate(EXPERIMENTS)}
 
 
 def _machine() -> dict:
@@ -568,6 +588,14 @@ COLUMNS = [
 ]
 
 
+def _wall_text(document: dict) -> str:
+    wall = f"{document.get('wall_seconds', float('nan')):.0f} s"
+    rerun = document.get("rerun")
+    if rerun and rerun.get("previous_wall_seconds") is not None:
+        return f"{rerun['previous_wall_seconds']:.0f} s, then {wall} re-running {', '.join(rerun['estimators'])}"
+    return wall
+
+
 def _cell(values: list[float]) -> str:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -587,7 +615,7 @@ def markdown_table(rows: list[dict], document: dict | None = None) -> str:
         lines += [
             f"Experiments {', '.join(document['experiments'])}; seeds 0..{document['seeds'] - 1} "
             f"(seed 0 = the `models/` truth); {'quick subset' if document['quick'] else 'paper sizes'}; "
-            f"wall {document.get('wall_seconds', float('nan')):.0f} s on {document['machine']['platform']} "
+            f"wall {_wall_text(document)} on {document['machine']['platform']} "
             f"({document['machine']['cpu_count']} CPUs).",
             "",
             "Columns marked (paper) follow the paper's conventions (NLL from round 1, independent own-action "

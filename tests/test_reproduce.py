@@ -85,6 +85,12 @@ def test_quick_reproduce_cli_end_to_end(tmp_path, capsys):
     assert header.split("|")[3].strip() == "rel. error (ours)"  # relative error leads
     assert "published diff MSE" in table and "skipped: not in --quick" in table
     assert "paper_quick.json" in capsys.readouterr().out
+    # re-running one estimator replaces its rows and keeps the others
+    assert main(["reproduce", "E2", "--seeds", "1", "--quick", "--out", str(tmp_path), "--estimator", "static inverse"]) == 0
+    again = json.loads((tmp_path / "paper_quick.json").read_text())
+    assert [(r["variant"], r["estimator"]) for r in again["rows"]] == [(r["variant"], r["estimator"]) for r in document["rows"]]
+    assert again["rerun"]["estimators"] == ["static inverse"]
+    assert again["rows"][0] == document["rows"][0]
 
 
 def test_evaluate_cli_matches_direct_likelihood(tmp_path, capsys):
