@@ -525,7 +525,9 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     previous = out / f"{stem}.json"
     if estimators is not None and previous.exists():
         old = json.loads(previous.read_text(encoding="utf-8"))
-        kept = [r for r in old.get("rows", []) if r.get("estimator") not in estimators or r.get("experiment") not in experiments]
+        rerun = lambda r: (r.get("estimator") in estimators and r.get("experiment") in experiments  # noqa: E731
+                           and r.get("variant") in variants and r.get("seed", 0) < seeds)
+        kept = [r for r in old.get("rows", []) if not rerun(r)]
         previous_wall = old.get("wall_seconds")
     rows.extend(kept)
     document = {
