@@ -218,6 +218,35 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    document = reproduce(
+        args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(args.variants.split(",")),
+        cache_dir=None if args.no_cache else "default",
+        estimators=tuple(args.estimators) if args.estimators else None,
+    )
+    out = Path(args.out) if args.out else Path("benchmarks/results")
+    stem = "paper_quick" if args.quick else "paper"
+    failed = sum(r.get("status") == "failed" for r in document["rows"])
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} ({document['wall_seconds']:.0f} s, {failed} failed cells)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .reproduce import evaluate_run
+
+    result = evaluate_run(args.run, args.data, spec=args.spec, seed=args.seed)
+    print(f"held-out predictive NLL per agent-round: {result['pp_nll']:.4f} (posterior predictive, whole episodes)")
+    print(f"  teacher-forced NLL per agent-round: {result['nll']:.4f} (every round); {result['nll_test']:.4f} (from round 1, the paper's)")
+    if args.spec:
+        print(f"payoff differences vs the truth in {args.spec}:")
+        for key in ("rel_error", "rel_error_in_support", "diff_mse", "coverage90", "support_share", "cfkl"):
+            if key in result:
+                print(f"  {key}: {result[key]:.4g}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -305,6 +334,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare.csv", help="comparison table CSV (default compare.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_compare)
+
+    p = verbs.add_parser("reproduce", help="the DIML paper's experiments with baselines and Bayesian fits")
+    p.add_argument("experiments", nargs="+", choices=("E1", "E2", "E3", "E7"), metavar="{E1,E2,E3,E7}")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="truth draws per experiment (seed 0 = models/ truth)")
+    p.add_argument("--quick", action="store_true", help="tiny data and the cheap estimators only (CI)")
+    p.add_argument("--variants", default="paper,scaled", help="comma-separated: paper, scaled (default both)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
+    p.add_argument("--estimator", dest="estimators", action="append", metavar="NAME",
+                   help="run only this estimator (repeatable) and replace its rows in an existing paper.json")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = verbs.add_parser("evaluate", help="held-out predictive NLL (and payoff-difference errors) of a fitted run")
+    p.add_argument("run", help="run folder written by 'fit'")
+    p.add_argument("--data", required=True, help="held-out data (CSV or Parquet)")
+    p.add_argument("--spec", help="spec with [mechanism.truth]: adds the payoff-difference metrics")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the query sample")
+    p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser("demo", help="simulate the embedded congestion game, fit it, compare with the truth")
     p.add_argument("--out", default="bayes-diml-demo", help="run folder (replaced if it exists)")

@@ -1,0 +1,326 @@
+"""Evaluation metrics of fitted mechanisms and behaviour models (DESIGN §6).
+
+Pure functions over arrays; the benchmark (``bayes_diml.reproduce``) wires them to
+fits and baselines. Two sets of conventions:
+
+* **the paper's** (An & Du 2026, to reproduce its columns like for like): NLL scores
+  rounds ``1..T-1`` only; payoff-difference MSE draws the two own actions
+  independently (pairs with ``k = k'`` count, as zeros); contexts are rounds
+  ``0..T-2`` of the test episodes; KL uses ``log(p + 1e-12)``;
+* **ours**: NLL scores every played round (round 0 included); relative error
+  ``MSE(Δ_est − Δ_true) / Var(Δ_true)``; 90% interval coverage; posterior
+  predictive NLL of whole held-out episodes.
+
+Payoff differences ``Δ_i(k, k' | a_-i) = M(k, a_-i)_i − M(k', a_-i)_i`` (DESIGN §1)
+use the query codes of ``bayes_diml.inference.queries`` (``agent, action, baseline,
+joint...``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._types import Params
+from .errors import DataError
+
+__all__ = [
+    "SHIFTED_LEARNER",
+    "KL_EPS",
+    "difference_queries",
+    "mechanism_differences",
+    "difference_mse",
+    "relative_difference_error",
+    "interval_coverage",
+    "visited_joints",
+    "unvisited_joints",
+    "mechanism_payoffs",
+    "payoff_mse",
+    "nll_per_agent_round",
+    "context_keys",
+    "in_support_rounds",
+    "posterior_predictive_nll",
+    "shift_learner",
+    "outcome_histogram",
+    "kl_divergence",
+    "counterfactual_kl",
+]
+
+SHIFTED_LEARNER = {"alpha": 0.6, "beta": 1.4, "eps": 1.5}
+"""The paper's counterfactual learner: each parameter multiplied by this factor (DESIGN §6)."""
+
+KL_EPS = 1e-12
+"""The paper's KL: ``sum p (log(p + KL_EPS) − log(q + KL_EPS))``."""
+
+JOINT_KEY_MAX = 2_000_000
+"""Contexts are exact joint actions while ``A**n`` is at most this (and ``n <= 10``), else
+action-count vectors (the paper's rule for its support vocabulary)."""
+
+
+# ----------------------------------------------------------- payoff differences
+def difference_queries(actions: np.ndarray, mask: np.ndarray | None, num_actions: int, num: int, seed: int,
+                       distinct: bool = False, skip_last: bool = True) -> np.ndarray:
+    """Random payoff-difference queries from observed contexts, int ``(num, 3 + n)``.
+
+    Each row: a random episode, round and agent (``(e, t, i)`` with every agent
+    present in that round; rounds ``0..T-2`` when ``skip_last``, the paper's
+    convention), then own actions ``k, k'`` uniform at random, independently
+    (``distinct=False``, the paper's convention, pairs with ``k = k'`` give Δ = 0)
+    or as a distinct pair. Columns: agent, k, k', then the observed joint action.
+    """
+    actions = np.asarray(actions)
+    E, T, n = actions.shape
+    mask = np.zeros(actions.shape, bool) if mask is None else np.asarray(mask, bool)
+    full = ~mask.any(axis=2)  # (E, T)
+    if skip_last and T > 1:
+        full[:, T - 1] = False
+    e_idx, t_idx = np.nonzero(full)
+    if e_idx.size == 0:
+        raise DataError("difference_queries: no round in which every agent played")
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(e_idx.size, size=num)
+    agent = rng.integers(n, size=num)
+    if distinct:
+        if num_actions < 2:
+            raise DataError("difference_queries: distinct pairs need at least 2 actions")
+        first = rng.integers(num_actions, size=num)
+        second = (first + rng.integers(1, num_actions, size=num)) % num_actions
+    else:
+        first = rng.integers(num_actions, size=num)
+        second = rng.integers(num_actions, size=num)
+    joint = actions[e_idx[pick], t_idx[pick]]
+    return np.concatenate([agent[:, None], first[:, None], second[:, None], joint], axis=1).astype(np.int32)
+
+
+def mechanism_differences(mechanism, params_draws: Params, codes: np.ndarray) -> np.ndarray:
+    """``Δ`` of each query under each parameter draw, ``(S, Q)``.
+
+    ``params_draws``: the mechanism's parameters with a leading draw axis ``(S, ...)``.
+    """
+    return np.asarray(_differences_jit(mechanism, params_draws, jnp.asarray(codes)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _differences_jit(mechanism, params_draws, codes):
+    """As ``queries._differences``, through ``mechanism.prepare`` (e.g. the neural family's
+    payoff table, ``A**n`` network evaluations per draw instead of ``n A`` per query)."""
+
+    def one_draw(p):
+        prepared = mechanism.prepare(p)
+
+        def one_query(c):
+            cf = mechanism.prepared_counterfactual_payoffs(prepared, c[3:])
+            return cf[c[0], c[1]] - cf[c[0], c[2]]
+
+        return jax.vmap(one_query)(codes)
+
+    return jax.lax.map(one_draw, params_draws, batch_size=16)
+
+
+def difference_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """``mean_q (Δ_est[q] − Δ_true[q])**2`` (the paper's ``diff_mse``)."""
+    estimate, truth = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
+    return float(np.mean((estimate - truth) ** 2))
+
+
+def relative_difference_error(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """``MSE(Δ_est − Δ_true) / Var(Δ_true)``: 0 is perfect, 1 is as bad as predicting
+    the mean difference everywhere; invariant to the payoff scale (DESIGN §6)."""
+    truth = np.asarray(truth, np.float64)
+    var = float(np.var(truth))
+    if var == 0.0:
+        return float("nan")
+    return difference_mse(estimate, truth) / var
+
+
+def interval_coverage(draws: np.ndarray, truth: np.ndarray, prob: float = 0.90) -> float:
+    """Share of queries whose true ``Δ`` lies in the equal-tailed ``prob`` interval of
+    the draws ``(S, Q)`` (quantiles ``(1 − prob)/2`` and ``(1 + prob)/2``, inclusive)."""
+    draws, truth = np.asarray(draws, np.float64), np.asarray(truth, np.float64)
+    lo = np.quantile(draws, (1 - prob) / 2, axis=0)
+    hi = np.quantile(draws, (1 + prob) / 2, axis=0)
+    return float(np.mean((truth >= lo) & (truth <= hi)))
+
+
+# ------------------------------------------------------------------ raw payoffs
+def visited_joints(actions: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Distinct joint actions of the rounds in which every agent played, ``(J, n)``."""
+    actions = np.asarray(actions)
+    n = actions.shape[-1]
+    flat = actions.reshape(-1, n)
+    if mask is not None:
+        flat = flat[~np.asarray(mask, bool).reshape(-1, n).any(axis=1)]
+    return np.unique(flat, axis=0)
+
+
+def unvisited_joints(visited: np.ndarray, num_agents: int, num_actions: int, max_joints: int = 20_000,
+                     seed: int = 123) -> np.ndarray:
+    """Joint actions outside ``visited``: all of them when ``A**n <= max_joints``, else
+    ``max_joints // 4`` uniform random joint actions not in ``visited``."""
+    seen = {tuple(r) for r in np.asarray(visited).tolist()}
+    if num_actions**num_agents <= max_joints:
+        index = np.arange(num_actions**num_agents)
+        joints = (index[:, None] // num_actions ** np.arange(num_agents)) % num_actions
+    else:
+        joints = np.random.default_rng(seed).integers(num_actions, size=(max_joints // 4, num_agents))
+    keep = np.array([tuple(r) not in seen for r in joints.tolist()], bool)
+    return joints[keep].astype(np.int32)
+
+
+def mechanism_payoffs(mechanism, params: Params, joints: np.ndarray) -> np.ndarray:
+    """``M(a)`` for each joint action, ``(J, n)`` (one parameter set, no draw axis)."""
+    if len(joints) == 0:
+        return np.zeros((0, mechanism.num_agents))
+    return np.asarray(_payoffs_jit(mechanism, params, jnp.asarray(joints, jnp.int32)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _payoffs_jit(mechanism, params, joints):
+    return jax.vmap(mechanism.payoffs, (None, 0))(params, joints)
+
+
+def payoff_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """``mean (M_est(a)_i − M_true(a)_i)**2`` over joint actions and agents (the paper's
+    ``mse_on`` / off-support MSE). Raw payoffs: levels are not identified (DESIGN §3),
+    so this depends on each estimator's gauge."""
+    estimate, truth = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
+    if estimate.size == 0:
+        return float("nan")
+    return float(np.mean((estimate - truth) ** 2))
+
+
+# ---------------------------------------------------------------------- NLL
+def nll_per_agent_round(log_policies: np.ndarray, actions: np.ndarray, mask: np.ndarray | None = None,
+                        skip_first: bool = False, keep: np.ndarray | None = None) -> float:
+    """Mean negative log-probability of the played actions per scored agent-round.
+
+    Args:
+        log_policies: ``(E, T, n, A)`` log-probabilities of each round's actions.
+        actions: ``(E, T, n)``; mask: ``(E, T, n)`` True where the agent did not play.
+        skip_first: do not score round 0 (the paper's convention).
+        keep: optional ``(E, T)`` bool: score only these rounds (in-support variant).
+    """
+    log_policies = np.asarray(log_policies, np.float64)
+    actions = np.asarray(actions)
+    scored = np.ones(actions.shape, bool) if mask is None else ~np.asarray(mask, bool)
+    if skip_first:
+        scored[:, 0] = False
+    if keep is not None:
+        scored &= np.asarray(keep, bool)[..., None]
+    if not scored.any():
+        return float("nan")
+    played = np.take_along_axis(log_policies, actions[..., None], axis=-1)[..., 0]
+    return float(-played[scored].mean())
+
+
+def context_keys(actions: np.ndarray, num_actions: int) -> np.ndarray:
+    """One key per round: the joint action's base-A index (``A**n <= JOINT_KEY_MAX``,
+    ``n <= 10``) or, for large games, the row of action counts, as an int64 ``(..., )``
+    or ``(..., A)`` array of comparable keys (compare with ``in_support_rounds``)."""
+    actions = np.asarray(actions, np.int64)
+    n = actions.shape[-1]
+    if n <= 10 and num_actions**n <= JOINT_KEY_MAX:
+        return (actions * num_actions ** np.arange(n)).sum(axis=-1)
+    flat = actions.reshape(-1, n)
+    counts = np.zeros((flat.shape[0], num_actions), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(flat.shape[0]), n), flat.ravel()), 1)
+    return counts.reshape(*actions.shape[:-1], num_actions)
+
+
+def _key_set(keys: np.ndarray) -> set:
+    return set(keys.tolist()) if keys.ndim == 1 else {tuple(k) for k in keys.tolist()}
+
+
+def in_support_rounds(test_actions: np.ndarray, train_actions: np.ndarray, num_actions: int) -> np.ndarray:
+    """``(E, T)`` bool: round ``t >= 1`` of a test episode whose context (the joint
+    action of round ``t − 1``) occurs among the contexts of the training data
+    (rounds ``0..T−2``), the paper's support vocabulary. Round 0 has no context: False."""
+    test_actions, train_actions = np.asarray(test_actions), np.asarray(train_actions)
+    train_keys = context_keys(train_actions[:, :-1], num_actions)
+    vocabulary = _key_set(train_keys.reshape(-1, *train_keys.shape[2:]))
+    E, T = test_actions.shape[:2]
+    keys = context_keys(test_actions[:, :-1], num_actions)
+    flat = keys.reshape(E * (T - 1), *keys.shape[2:])
+    seen = np.array([k in vocabulary for k in (flat.tolist() if flat.ndim == 1 else map(tuple, flat.tolist()))], bool)
+    out = np.zeros((E, T), bool)
+    out[:, 1:] = seen.reshape(E, T - 1)
+    return out
+
+
+def posterior_predictive_nll(episode_log_likelihoods: np.ndarray, num_agent_rounds: int) -> float:
+    """Held-out posterior predictive NLL per agent-round.
+
+    ``−sum_e log( (1/S) sum_s p(episode_e | θ_s) ) / num_agent_rounds`` with
+    ``episode_log_likelihoods`` of shape ``(S, E)`` (the expected log predictive
+    density of new episodes, Gelman, Hwang & Vehtari 2014, eq. 3, computed from draws).
+    """
+    ll = np.asarray(episode_log_likelihoods, np.float64)
+    per_episode = np.logaddexp.reduce(ll, axis=0) - np.log(ll.shape[0])
+    return float(-per_episode.sum() / num_agent_rounds)
+
+
+# ----------------------------------------------------------- counterfactual KL
+def shift_learner(learner_params: dict, factors: dict | None = None) -> dict:
+    """Learner parameters with each named one multiplied by its factor (default:
+    the paper's shifted learner ``SHIFTED_LEARNER``); others unchanged. ``alpha`` is
+    capped at 1 and ``eps`` below 1 so the result stays in the learner's domain."""
+    factors = SHIFTED_LEARNER if factors is None else factors
+    out = dict(learner_params)
+    for name, factor in factors.items():
+        if name in out:
+            out[name] = jnp.asarray(out[name]) * factor
+    if "alpha" in out:
+        out["alpha"] = jnp.minimum(out["alpha"], 1.0)
+    if "eps" in out:
+        out["eps"] = jnp.minimum(out["eps"], 0.999)
+    return out
+
+
+def outcome_histogram(actions: np.ndarray, num_actions: int, keep: np.ndarray | None = None) -> dict:
+    """Counts of joint actions (or action-count vectors in large games, see
+    ``context_keys``) over the rounds of ``actions (E, T, n)`` where ``keep (E, T)``."""
+    keys = context_keys(actions, num_actions)
+    flat = keys.reshape(-1, *keys.shape[2:])
+    if keep is not None:
+        flat = flat[np.asarray(keep, bool).reshape(-1)]
+    items = flat.tolist() if flat.ndim == 1 else [tuple(k) for k in flat.tolist()]
+    counts: dict = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def kl_divergence(p_counts: dict, q_counts: dict, eps: float = KL_EPS) -> float:
+    """``KL(p || q) = sum_x p(x) (log(p(x) + eps) − log(q(x) + eps))`` between two
+    histograms (dicts outcome -> count), normalised over their own totals."""
+    p_total, q_total = sum(p_counts.values()), sum(q_counts.values())
+    if p_total == 0 or q_total == 0:
+        return float("nan")
+    kl = 0.0
+    for x, count in p_counts.items():
+        p = count / p_total
+        q = q_counts.get(x, 0) / q_total
+        kl += p * (np.log(p + eps) - np.log(q + eps))
+    return float(kl)
+
+
+def counterfactual_kl(true_actions: np.ndarray, fitted_actions: np.ndarray, num_actions: int,
+                      support: np.ndarray | None = None) -> float:
+    """KL between the joint-action histograms of play simulated under the true and the
+    fitted mechanism with the shifted learner (each ``(E, T, n)``; the paper's ``cfkl``).
+
+    With ``support`` (training actions ``(E', T', n)``), only transitions whose context
+    (the previous round's joint action) occurs in the training data are counted and
+    the histograms are of the next round's joint action (the in-support variant).
+    """
+    if support is None:
+        return kl_divergence(outcome_histogram(true_actions, num_actions), outcome_histogram(fitted_actions, num_actions))
+    keep_true = in_support_rounds(true_actions, support, num_actions)
+    keep_fit = in_support_rounds(fitted_actions, support, num_actions)
+    return kl_divergence(
+        outcome_histogram(true_actions, num_actions, keep_true),
+        outcome_histogram(fitted_actions, num_actions, keep_fit),
+    )
