@@ -24,6 +24,7 @@ import numpy as np
 from ._types import Array, Params
 from .learners import step_coefficients
 from .model import Model
+from .sharding import shard_episodes, use_sharding
 
 __all__ = [
     "log_likelihood",
@@ -143,7 +144,12 @@ def as_arrays(data) -> tuple[Array, Array]:
 
 
 def log_likelihood_per_episode(
-    model: Model, params: Params, data, method: str = "associative", episode_batch: int | None = None
+    model: Model,
+    params: Params,
+    data,
+    method: str = "associative",
+    episode_batch: int | None = None,
+    shard: bool | None = None,
 ) -> Array:
     """Per-episode log-likelihoods, ``(num_episodes,)`` (jitted; vmap over episodes).
 
@@ -151,16 +157,27 @@ def log_likelihood_per_episode(
         data: ``Trajectories`` or ``(actions, mask)`` with shapes
             ``(num_episodes, num_rounds, num_agents)``.
         episode_batch: process episodes this many at a time (bounded memory).
+        shard: split the episodes over all devices (``bayes_diml.sharding``);
+            ``None`` = when more than one device exists.
     """
     actions, mask = as_arrays(data)
-    return _per_episode(model, params, actions, mask, method, episode_batch)
+    if not use_sharding(shard):
+        return _per_episode(model, params, actions, mask, method, episode_batch)
+    num_episodes = actions.shape[0]
+    actions, mask = shard_episodes(actions, mask)
+    return _per_episode(model, params, actions, mask, method, episode_batch)[:num_episodes]
 
 
 def log_likelihood(
-    model: Model, params: Params, data, method: str = "associative", episode_batch: int | None = None
+    model: Model,
+    params: Params,
+    data,
+    method: str = "associative",
+    episode_batch: int | None = None,
+    shard: bool | None = None,
 ) -> Array:
     """Total log-likelihood over all episodes (round 0 included, masked entries excluded)."""
-    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch))
+    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch, shard))
 
 
 def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "associative") -> Array:

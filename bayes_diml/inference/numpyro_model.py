@@ -11,6 +11,8 @@ episodes.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -19,7 +21,7 @@ from ..errors import SpecError
 from ..likelihood import episode_log_likelihoods as _episodes
 from ..model import Model
 
-__all__ = ["numpyro_model", "check_identifiable_setup", "fix_gauge", "draws_log_likelihoods"]
+__all__ = ["numpyro_model", "model_function", "check_identifiable_setup", "fix_gauge", "draws_log_likelihoods"]
 
 
 def fix_gauge(model: Model) -> bool:
@@ -53,19 +55,50 @@ def sample_params(model: Model) -> dict:
     return {"mechanism": mechanism, "learner": learner}
 
 
-def numpyro_model(model: Model, actions, mask):
-    """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``)."""
+def numpyro_model(model: Model, actions, mask, batch_episodes: int | None = None):
+    """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``).
+
+    With ``actions=None`` only the priors are sampled (for drawing latent and
+    deterministic sites without touching the data). With ``batch_episodes = B``
+    the likelihood is estimated from a random minibatch of ``B`` of the ``E``
+    episodes (a subsampled ``numpyro.plate("episode")``), each term scaled by
+    ``E / B``: an unbiased estimate of the full log-likelihood,
+
+        E_S[(E / B) sum_{e in S} loglik_e] = sum_e loglik_e,   S uniform of size B,
+
+    so only ``B`` episodes' payoffs are ever computed at once (Hoffman et al.
+    2013, stochastic variational inference).
+    """
     params = sample_params(model)
-    numpyro.factor("log_likelihood", jnp.sum(_episodes(model, params, actions, mask)))
+    if actions is None:
+        return
+    if batch_episodes is None:
+        numpyro.factor("log_likelihood", jnp.sum(_episodes(model, params, actions, mask)))
+        return
+    with numpyro.plate("episode", actions.shape[0], subsample_size=batch_episodes) as index:
+        numpyro.factor("log_likelihood", _episodes(model, params, actions[index], mask[index]))
 
 
-def draws_log_likelihoods(model: Model, params_draws: dict, actions, mask, batch_size: int = 64):
+@functools.lru_cache(maxsize=64)
+def model_function(model: Model):
+    """``numpyro_model`` closed over ``model``: the same object for the same model, so
+    jitted inference code keyed on it compiles once per data shape, not once per fit."""
+    return functools.partial(numpyro_model, model)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "episode_batch"))
+def _draws_log_likelihoods(model, params_draws, actions, mask, batch_size, episode_batch):
+    one = lambda q: _episodes(model, q, actions, mask, episode_batch=episode_batch)  # noqa: E731
+    return jax.lax.map(one, params_draws, batch_size=batch_size)
+
+
+def draws_log_likelihoods(
+    model: Model, params_draws: dict, actions, mask, batch_size: int = 64, episode_batch: int | None = None
+):
     """Per-episode log-likelihood of every draw: ``(num_draws, num_episodes)``.
 
     ``params_draws`` is the params PyTree with a leading draw axis; draws are
-    processed ``batch_size`` at a time (``lax.map``) to bound memory.
+    processed ``batch_size`` at a time (``lax.map``), and with ``episode_batch``
+    episodes too, to bound memory. Jitted once per model and shape.
     """
-    fn = jax.jit(
-        lambda p: jax.lax.map(lambda q: _episodes(model, q, actions, mask), p, batch_size=batch_size)
-    )
-    return fn(params_draws)
+    return _draws_log_likelihoods(model, params_draws, actions, mask, batch_size, episode_batch)

@@ -8,18 +8,20 @@ arrays and a key, and returns ``(posterior, sample_stats, info)`` where
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median, init_to_sample
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_median, init_to_sample
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
-from numpyro.infer.util import initialize_model
+from numpyro import handlers
+from numpyro.infer.util import constrain_fn, initialize_model, potential_energy, unconstrain_fn
 from numpyro.optim import optax_to_numpyro
 
-__all__ = ["run_nuts", "run_svi", "run_map", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
+__all__ = ["run_nuts", "run_svi", "run_map", "nuts_chain_method", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
 
 DENSE_MASS_MAX_DIM = 200
 """Models with at most this many unconstrained dimensions get a dense mass matrix by default."""
@@ -33,6 +35,124 @@ _STAT_NAMES = {
     "potential_energy": "lp",
     "adapt_state.step_size": "step_size",
 }
+
+
+# ------------------------------------------------------------------ compiled once per model and shape
+# The runners below keep every jitted function at module level, keyed on hashable static
+# arguments (the model function from ``numpyro_model.model_function``, a cached optimiser,
+# a cached ``SVI`` object) and take the data as arguments: a second fit on data of the same
+# shape reuses the compiled likelihood and gradient instead of tracing new closures.
+
+
+@functools.lru_cache(maxsize=32)
+def _adam(learning_rate: float):
+    return optax.adam(learning_rate)
+
+
+def _potential(fn, z, key, actions, mask):
+    """Negative log joint at unconstrained ``z``; ``key`` draws the minibatch when ``fn`` subsamples."""
+    return potential_energy(handlers.seed(fn, key), (actions, mask), {}, z)
+
+
+def _latent_values(trace) -> dict:
+    return {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]}
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _shrunk_starts(fn, keys):
+    """Unconstrained starting points, one per key (``init_to_shrunk_sample``; priors only)."""
+
+    def one(key):
+        seeded = handlers.substitute(handlers.seed(fn, key), substitute_fn=init_to_shrunk_sample)
+        values = _latent_values(handlers.trace(seeded).get_trace(None, None))
+        return unconstrain_fn(fn, (None, None), {}, values)
+
+    return jax.vmap(one)(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _constrain(fn, z):
+    """Latent and deterministic sites from unconstrained draws with a leading axis."""
+    return jax.vmap(lambda v: constrain_fn(fn, (None, None), {}, v, return_deterministic=True))(z)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "optimizer", "block"))
+def _map_block(fn, optimizer, block, z, state, keys, actions, mask):
+    """``block`` Adam steps on the negative log joint for every restart (leading axis)."""
+
+    def run(z, state, key):
+        def step(carry, k):
+            z, state = carry
+            loss, grad = jax.value_and_grad(_potential, argnums=1)(fn, z, k, actions, mask)
+            updates, state = optimizer.update(grad, state, z)
+            return (optax.apply_updates(z, updates), state), loss
+
+        return jax.lax.scan(step, (z, state), jax.random.split(key, block))
+
+    (z, state), losses = jax.vmap(run)(z, state, keys)
+    return z, state, losses
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _potentials(fn, z, key, actions, mask):
+    return jax.vmap(lambda v: _potential(fn, v, key, actions, mask))(z)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _potential_hessian(fn, z, actions, mask):
+    flat, unravel = jax.flatten_util.ravel_pytree(z)
+    return jax.hessian(lambda f: _potential(fn, unravel(f), jax.random.key(0), actions, mask))(flat)
+
+
+@functools.lru_cache(maxsize=32)
+def _svi_program(fn, guide: str, rank: int | None, learning_rate: float, num_particles: int) -> SVI:
+    """One ``SVI`` object per configuration (its jitted step is keyed on it)."""
+    if guide == "normal":
+        auto = AutoNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01)
+    elif guide == "lowrank":
+        auto = AutoLowRankMultivariateNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01, rank=rank)
+    else:
+        raise ValueError(f"guide must be 'normal' or 'lowrank', got {guide!r}")
+    return SVI(fn, auto, optax_to_numpyro(optax.adam(learning_rate)), Trace_ELBO(num_particles=num_particles))
+
+
+@functools.partial(jax.jit, static_argnames=("svi", "block"))
+def _svi_block(svi, block, state, num_active, actions, mask):
+    """``block`` SVI steps in one call; steps ``>= num_active`` leave the state unchanged
+    (the last, shorter block is masked rather than compiled as a second length)."""
+
+    def step(state, i):
+        new, loss = svi.update(state, actions, mask)
+        active = i < num_active
+        return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), loss
+
+    return jax.lax.scan(step, state, jnp.arange(block))
+
+
+@functools.partial(jax.jit, static_argnames=("svi", "num_samples"))
+def _guide_draws(svi, key, params, num_samples):
+    """Latent and deterministic sites of ``num_samples`` draws from the fitted guide (priors
+    only in the model: the data are not touched)."""
+
+    def one(k):
+        k_guide, k_model = jax.random.split(k)
+        guide = handlers.seed(handlers.substitute(svi.guide, data=params), k_guide)
+        latents = _latent_values(handlers.trace(guide).get_trace(None, None))
+        model = handlers.seed(handlers.substitute(svi.model, data=latents), k_model)
+        trace = handlers.trace(model).get_trace(None, None)
+        return {
+            n: s["value"]
+            for n, s in trace.items()
+            if (s["type"] == "sample" and not s["is_observed"]) or s["type"] == "deterministic"
+        }
+
+    return jax.vmap(one)(jax.random.split(key, num_samples))
+
+
+@functools.lru_cache(maxsize=64)
+def _subsampled(fn, batch_episodes: int):
+    """``fn`` with its likelihood on random minibatches of ``batch_episodes`` episodes."""
+    return functools.partial(fn, batch_episodes=batch_episodes)
 
 
 def _preconditioner(potential, flat0, unravel, dense: bool, progress: bool, steps: int = 300):
@@ -95,6 +215,20 @@ def init_to_shrunk_sample(site=None, factor: float = 0.1):
     return mean + factor * (value - mean)
 
 
+def nuts_chain_method(num_chains: int, chain_method: str | None = None) -> str:
+    """``chain_method`` for NumPyro's MCMC; ``None`` chooses: ``"parallel"`` (one chain per
+    device) when there are at least as many local devices as chains, ``"vectorized"`` when
+    several devices hold fewer than the chains (all chains step together on the data split
+    over the devices), else ``"sequential"`` (one device: chains one after the other, each
+    with its own tree depths)."""
+    if chain_method is not None:
+        return chain_method
+    devices = jax.local_device_count()
+    if devices >= num_chains > 1:
+        return "parallel"
+    return "vectorized" if devices > 1 and num_chains > 1 else "sequential"
+
+
 def run_nuts(
     fn,
     actions,
@@ -123,8 +257,7 @@ def run_nuts(
     dim = int(flat0.size)
     if dense_mass is None:
         dense_mass = dim <= DENSE_MASS_MAX_DIM
-    if chain_method is None:
-        chain_method = "parallel" if jax.local_device_count() >= num_chains > 1 else "sequential"
+    chain_method = nuts_chain_method(num_chains, chain_method)
     z_start, inverse_mass = _preconditioner(info0.potential_fn, flat0, unravel, dense_mass, progress)
     kernel = NUTS(
         fn,
@@ -165,23 +298,6 @@ def run_nuts(
     return posterior, stats, info
 
 
-def _predictive_sites(fn, actions, mask, key, guide=None, params=None, num_samples=1, posterior_samples=None):
-    """Latent + deterministic sites (no factor) from a guide or given samples."""
-    from numpyro import handlers
-
-    trace = handlers.trace(handlers.seed(fn, key)).get_trace(actions, mask)
-    names = [n for n, s in trace.items() if (s["type"] == "sample" and not s["is_observed"]) or s["type"] == "deterministic"]
-    predictive = Predictive(
-        fn,
-        guide=guide,
-        params=params,
-        posterior_samples=posterior_samples,
-        num_samples=None if posterior_samples is not None else num_samples,
-        return_sites=names,
-    )
-    return {k: np.asarray(v) for k, v in predictive(key, actions, mask).items()}
-
-
 def run_svi(
     fn,
     actions,
@@ -196,7 +312,9 @@ def run_svi(
     num_particles: int = 1,
     map_steps: int | None = None,
     map_learning_rate: float = 0.01,
+    batch_episodes: int | None = None,
     progress: bool = True,
+    block: int = 100,
 ):
     """Stochastic variational inference: AutoNormal or AutoLowRankMultivariateNormal.
 
@@ -206,43 +324,87 @@ def run_svi(
     deterministic MAP objective does (measured on E1 with unit-scale payoff
     differences, 60 x 60 data: relative error 0.64 without the warm start, 0.09
     with it).
-    """
-    map_steps = steps // 2 if map_steps is None else map_steps
-    init_loc = init_to_shrunk_sample
-    if map_steps > 0:
-        from numpyro.infer import init_to_value
 
-        mode, _, _ = run_map(fn, actions, mask, key, steps=map_steps, learning_rate=map_learning_rate, restarts=1, progress=progress)
-        init_loc = init_to_value(values={k: jnp.asarray(v[0, 0]) for k, v in mode.items()})
-    if guide == "normal":
-        auto = AutoNormal(fn, init_loc_fn=init_loc, init_scale=0.01)
-    elif guide == "lowrank":
-        auto = AutoLowRankMultivariateNormal(fn, init_loc_fn=init_loc, init_scale=0.01, rank=rank)
+    With ``batch_episodes = B`` every step (of the MAP warm start and of SVI)
+    uses a random minibatch of ``B`` episodes with the log-likelihood scaled by
+    ``num_episodes / B`` (an unbiased ELBO gradient; ``numpyro_model``), so the
+    memory of a step does not grow with the number of episodes. Steps run
+    ``block`` at a time in one compiled call (a shorter last block is masked).
+    """
+    from tqdm.auto import tqdm
+
+    num_episodes = int(actions.shape[0])
+    if batch_episodes is not None:
+        if not 1 <= int(batch_episodes) <= num_episodes:
+            raise ValueError(f"batch_episodes must be between 1 and the number of episodes ({num_episodes}), got {batch_episodes}")
+        fn = _subsampled(fn, int(batch_episodes))
+    map_steps = steps // 2 if map_steps is None else map_steps
+    k_map, k_init, k_run, k_draw = jax.random.split(key, 4)
+    if map_steps > 0:
+        z, finals, _, _ = _map_optimize(fn, actions, mask, k_map, map_steps, map_learning_rate, 1, block, progress)
     else:
-        raise ValueError(f"guide must be 'normal' or 'lowrank', got {guide!r}")
-    optimizer = optax_to_numpyro(optax.adam(learning_rate))
-    svi = SVI(fn, auto, optimizer, Trace_ELBO(num_particles=num_particles))
-    k_run, k_draw = jax.random.split(key)
+        z = _shrunk_starts(fn, jax.random.split(k_map, 1))
+    z = jax.tree.map(lambda v: v[0], z)
+    svi = _svi_program(fn, guide, rank, learning_rate, num_particles)
+    if svi.guide.prototype_trace is None:
+        svi.init(k_init, actions, mask)  # sets the guide up (once per configuration)
+    if guide == "normal":
+        start_locs = {f"{name}_{svi.guide.prefix}_loc": value for name, value in z.items()}
+    else:
+        start_locs = {f"{svi.guide.prefix}_loc": svi.guide._unpack_latent.inv(z)}
+    state = svi.init(k_init, actions, mask, init_params=start_locs)
+    block = max(1, min(block, steps))
+    num_blocks = -(-steps // block)
     start = time.perf_counter()
-    result = svi.run(k_run, steps, actions, mask, progress_bar=progress)
+    losses = []
+    for b in tqdm(range(num_blocks), desc="SVI", disable=not progress, unit=f"x{block} steps"):
+        state, block_losses = _svi_block(svi, block, state, min(block, steps - b * block), actions, mask)
+        losses.append(block_losses)
+    losses = np.concatenate([np.asarray(v) for v in losses])[:steps]
     seconds = time.perf_counter() - start
-    losses = np.asarray(result.losses)
     if not np.isfinite(losses[-1]):
         bad = int(np.argmax(~np.isfinite(losses)))
         raise FloatingPointError(f"SVI: the ELBO became non-finite at step {bad}; lower learning_rate")
-    samples = _predictive_sites(fn, actions, mask, k_draw, guide=auto, params=result.params, num_samples=num_samples)
-    posterior = {k: v[None] for k, v in samples.items()}
+    samples = _guide_draws(svi, k_draw, svi.get_params(state), num_samples)
+    posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
     info = {
         "guide": guide,
         "steps": steps,
         "map_steps": map_steps,
         "learning_rate": learning_rate,
         "num_samples": num_samples,
+        "batch_episodes": batch_episodes,
         "seconds": seconds,
         "final_elbo": float(-np.mean(losses[-max(1, steps // 20) :])),
         "elbo_trace": (-losses[:: max(1, steps // 200)]).tolist(),
     }
     return posterior, None, info
+
+
+def _map_optimize(fn, actions, mask, key, steps, learning_rate, restarts, block, progress):
+    """Adam on the negative log joint from ``restarts`` shrunk prior draws.
+
+    Returns ``(z, finals, trace, num_blocks)``: unconstrained optima (leading restart
+    axis), their final objective, the loss trace ``(restarts, steps')``.
+    """
+    from tqdm.auto import tqdm
+
+    k_init, k_steps, k_final = jax.random.split(key, 3)
+    z = _shrunk_starts(fn, jax.random.split(k_init, restarts))
+    optimizer = _adam(learning_rate)
+    state = jax.vmap(optimizer.init)(z)
+    trace = []
+    num_blocks = max(1, -(-steps // block))
+    for b in tqdm(range(num_blocks), desc="MAP (Adam)", disable=not progress, unit=f"x{block} steps"):
+        keys = jax.random.split(jax.random.fold_in(k_steps, b), restarts)
+        z, state, losses = _map_block(fn, optimizer, block, z, state, keys, actions, mask)
+        losses = np.asarray(losses)
+        trace.append(losses)
+        if not np.all(np.isfinite(losses[:, -1])):
+            bad = int(np.argmax(~np.isfinite(losses[:, -1])))
+            raise FloatingPointError(f"MAP: restart {bad} reached a non-finite objective by step {(b + 1) * block}; lower learning_rate")
+    finals = np.asarray(_potentials(fn, z, k_final, actions, mask))
+    return z, finals, np.concatenate(trace, axis=1), num_blocks
 
 
 def run_map(
@@ -270,55 +432,24 @@ def run_map(
     ``laplace=True`` the posterior holds draws from the Laplace approximation
     (Gaussian at the mode in the unconstrained space, covariance = inverse Hessian).
     """
-    from tqdm.auto import tqdm
-
-    k_init, k_laplace = jax.random.split(key)
-    keys = jax.random.key_data(jax.random.split(k_init, restarts))
-    info0 = initialize_model(keys, fn, model_args=(actions, mask), init_strategy=init_to_shrunk_sample)
-    potential = info0.potential_fn
-    optimizer = optax.adam(learning_rate)
-
-    @jax.jit
-    def run_block(z, state):
-        def step(carry, _):
-            z, state = carry
-            loss, grad = jax.value_and_grad(potential)(z)
-            updates, state = optimizer.update(grad, state, z)
-            return (optax.apply_updates(z, updates), state), loss
-
-        (z, state), losses = jax.vmap(lambda z, s: jax.lax.scan(step, (z, s), None, length=block))(z, state)
-        return z, state, losses
-
-    z = info0.param_info.z
-    state = jax.vmap(optimizer.init)(z)
+    k_opt, k_laplace = jax.random.split(key)
     start = time.perf_counter()
-    trace = []
-    num_blocks = max(1, -(-steps // block))
-    for b in tqdm(range(num_blocks), desc="MAP (Adam)", disable=not progress, unit=f"x{block} steps"):
-        z, state, losses = run_block(z, state)
-        losses = np.asarray(losses)
-        trace.append(losses)
-        if not np.all(np.isfinite(losses[:, -1])):
-            bad = int(np.argmax(~np.isfinite(losses[:, -1])))
-            raise FloatingPointError(f"MAP: restart {bad} reached a non-finite objective by step {(b + 1) * block}; lower learning_rate")
+    z, finals, trace, num_blocks = _map_optimize(fn, actions, mask, k_opt, steps, learning_rate, restarts, block, progress)
     seconds = time.perf_counter() - start
-    finals = np.asarray(jax.vmap(potential)(z))
     best = int(np.nanargmin(finals))
     z_best = jax.tree.map(lambda v: v[best], z)
-    postprocess = info0.postprocess_fn
     if laplace:
         flat, unravel = jax.flatten_util.ravel_pytree(z_best)
-        hessian = jax.hessian(lambda f: potential(unravel(f)))(flat)
+        hessian = _potential_hessian(fn, z_best, actions, mask)
         cov = np.linalg.inv(np.asarray(hessian, np.float64))
         cov = 0.5 * (cov + cov.T)
         chol = np.linalg.cholesky(cov + 1e-9 * np.eye(cov.shape[0]))
         normal = np.asarray(jax.random.normal(k_laplace, (num_samples, flat.size)))
         flats = np.asarray(flat)[None] + normal @ chol.T
         zs = jax.vmap(unravel)(jnp.asarray(flats, flat.dtype))
-        samples = jax.vmap(postprocess)(zs)
     else:
-        samples = jax.tree.map(lambda v: v[None], postprocess(z_best))
-    posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
+        zs = jax.tree.map(lambda v: v[None], z_best)
+    posterior = {k: np.asarray(v)[None] for k, v in _constrain(fn, zs).items()}
     info = {
         "steps": num_blocks * block,
         "learning_rate": learning_rate,
@@ -328,6 +459,6 @@ def run_map(
         "neg_log_joint": finals.tolist(),
         "optimum_spread": float(np.nanmax(finals) - np.nanmin(finals)),
         "laplace": laplace,
-        "loss_trace": np.concatenate(trace, axis=1)[best, ::max(1, steps // 200)].tolist(),
+        "loss_trace": trace[best, ::max(1, steps // 200)].tolist(),
     }
     return posterior, None, info
