@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._types import Array
 
-__all__ = ["EPISODE_AXIS", "use_sharding", "episode_mesh", "episode_sharding", "pad_episodes", "shard_episodes"]
+__all__ = ["EPISODE_AXIS", "use_sharding", "episode_mesh", "episode_sharding", "pad_episodes", "shard_episodes", "to_host"]
 
 EPISODE_AXIS = "episode"
 """Name of the mesh axis that carries episodes."""
@@ -84,3 +84,16 @@ def shard_episodes(actions, mask) -> tuple[Array, Array]:
     """
     actions, mask = pad_episodes(actions, mask, jax.device_count())
     return _put(actions), _put(mask)
+
+
+def to_host(values: Array) -> np.ndarray:
+    """A NumPy copy of an array that may be split over several hosts' devices.
+
+    On one host this is ``np.asarray``; with several hosts an episode-sharded array is
+    gathered from every process first (``multihost_utils.process_allgather``).
+    """
+    if not isinstance(values, jax.Array) or values.is_fully_addressable or values.is_fully_replicated:
+        return np.asarray(values)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values, tiled=True))

@@ -12,7 +12,7 @@ from .._random import as_key
 from ..errors import DataError
 from ..likelihood import as_arrays
 from ..model import Model
-from ..sharding import shard_episodes, use_sharding
+from ..sharding import shard_episodes, to_host, use_sharding
 from .numpyro_model import check_identifiable_setup, draws_log_likelihoods, model_function
 from .results import Fit
 from .samplers import run_map, run_nuts, run_svi
@@ -83,7 +83,7 @@ def fit(
     _check_finite(result)
     info["sharded"] = sharded
     pointwise = draws_log_likelihoods(model, result.params_draws(), actions, mask, episode_batch=batch_episodes)
-    result.log_likelihood = np.asarray(pointwise)[:, :num_episodes].reshape(result.num_chains, result.num_draws, -1)
+    result.log_likelihood = to_host(pointwise)[:, :num_episodes].reshape(result.num_chains, result.num_draws, -1)
     result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
     return result
 
