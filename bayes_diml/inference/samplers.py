@@ -18,7 +18,7 @@ import optax
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_median, init_to_sample
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro import handlers
-from numpyro.infer.util import constrain_fn, initialize_model, potential_energy, unconstrain_fn
+from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 from numpyro.optim import optax_to_numpyro
 
 __all__ = ["run_nuts", "run_svi", "run_map", "nuts_chain_method", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
@@ -58,12 +58,14 @@ def _latent_values(trace) -> dict:
     return {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]}
 
 
-@functools.partial(jax.jit, static_argnames=("fn",))
-def _shrunk_starts(fn, keys):
-    """Unconstrained starting points, one per key (``init_to_shrunk_sample``; priors only)."""
+@functools.partial(jax.jit, static_argnames=("fn", "init_strategy"))
+def _prior_starts(fn, keys, init_strategy=None):
+    """Unconstrained starting points, one per key (``init_strategy``, by default
+    ``init_to_shrunk_sample``, applied to the priors only: the data are not touched)."""
 
     def one(key):
-        seeded = handlers.substitute(handlers.seed(fn, key), substitute_fn=init_to_shrunk_sample)
+        strategy = init_to_shrunk_sample if init_strategy is None else init_strategy
+        seeded = handlers.substitute(handlers.seed(fn, key), substitute_fn=strategy)
         values = _latent_values(handlers.trace(seeded).get_trace(None, None))
         return unconstrain_fn(fn, (None, None), {}, values)
 
@@ -155,38 +157,40 @@ def _subsampled(fn, batch_episodes: int):
     return functools.partial(fn, batch_episodes=batch_episodes)
 
 
-def _preconditioner(potential, flat0, unravel, dense: bool, progress: bool, steps: int = 300):
+@functools.partial(jax.jit, static_argnames=("fn", "steps"))
+def _descend(fn, z, actions, mask, steps):
+    optimizer = _adam(0.05)
+    key = jax.random.key(0)  # the full-data model draws nothing
+
+    def step(carry, _):
+        z, state = carry
+        grad = jax.grad(_potential, argnums=1)(fn, z, key, actions, mask)
+        updates, state = optimizer.update(grad, state, z)
+        return (optax.apply_updates(z, updates), state), None
+
+    (z, _), _ = jax.lax.scan(step, (z, optimizer.init(z)), None, length=steps)
+    return z, _potential(fn, z, key, actions, mask)
+
+
+def _preconditioner(fn, z0, actions, mask, dense: bool, steps: int = 300):
     """A short Adam run towards the mode; with ``dense``, the inverse Hessian there.
 
     Returns ``(z, inverse_mass_matrix or None)``. Falls back to ``(z0, None)``
     when the Hessian is not positive definite (the start is not near a mode).
     """
-    optimizer = optax.adam(0.05)
-    flat_potential = lambda f: potential(unravel(f))  # noqa: E731
-
-    @jax.jit
-    def descend(f):
-        def step(carry, _):
-            f, state = carry
-            grad = jax.grad(flat_potential)(f)
-            updates, state = optimizer.update(grad, state, f)
-            return (optax.apply_updates(f, updates), state), None
-
-        (f, _), _ = jax.lax.scan(step, (f, optimizer.init(f)), None, length=steps)
-        return f
-
-    flat = descend(flat0)
-    if not bool(jnp.all(jnp.isfinite(flat))) or not bool(jnp.isfinite(flat_potential(flat))):
-        return unravel(flat0), None
+    z, value = _descend(fn, z0, actions, mask, steps)
+    flat, _ = jax.flatten_util.ravel_pytree(z)
+    if not bool(jnp.all(jnp.isfinite(flat))) or not bool(jnp.isfinite(value)):
+        return z0, None
     if not dense:
-        return unravel(flat), None
-    hessian = np.asarray(jax.hessian(flat_potential)(flat), np.float64)
+        return z, None
+    hessian = np.asarray(_potential_hessian(fn, z, actions, mask), np.float64)
     hessian = 0.5 * (hessian + hessian.T)
     eigenvalues, vectors = np.linalg.eigh(hessian)
     if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
-        return unravel(flat), None
+        return z, None
     inverse = (vectors / eigenvalues) @ vectors.T
-    return unravel(flat), jnp.asarray(inverse, flat.dtype)
+    return z, jnp.asarray(inverse, flat.dtype)
 
 
 def init_to_shrunk_sample(site=None, factor: float = 0.1):
@@ -252,13 +256,12 @@ def run_nuts(
     the posterior's scales (a well-scaled start; adaptation then goes on as usual).
     """
     k_init, k_run = jax.random.split(key)
-    info0 = initialize_model(k_init, fn, model_args=(actions, mask), init_strategy=init_to_median)
-    flat0, unravel = jax.flatten_util.ravel_pytree(info0.param_info.z)
-    dim = int(flat0.size)
+    z0 = jax.tree.map(lambda v: v[0], _prior_starts(fn, jax.random.split(k_init, 1), init_to_median))
+    dim = int(jax.flatten_util.ravel_pytree(z0)[0].size)
     if dense_mass is None:
         dense_mass = dim <= DENSE_MASS_MAX_DIM
     chain_method = nuts_chain_method(num_chains, chain_method)
-    z_start, inverse_mass = _preconditioner(info0.potential_fn, flat0, unravel, dense_mass, progress)
+    z_start, inverse_mass = _preconditioner(fn, z0, actions, mask, dense_mass)
     kernel = NUTS(
         fn,
         dense_mass=dense_mass,
@@ -266,6 +269,8 @@ def run_nuts(
         max_tree_depth=max_tree_depth,
         inverse_mass_matrix=inverse_mass,
     )
+    # NumPyro's sampling loop (``fori_collect``) wraps its body in a fresh ``jax.jit`` on every
+    # run, so each NUTS fit compiles that loop once; the warm start above compiles once per shape.
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -343,7 +348,7 @@ def run_svi(
     if map_steps > 0:
         z, finals, _, _ = _map_optimize(fn, actions, mask, k_map, map_steps, map_learning_rate, 1, block, progress)
     else:
-        z = _shrunk_starts(fn, jax.random.split(k_map, 1))
+        z = _prior_starts(fn, jax.random.split(k_map, 1))
     z = jax.tree.map(lambda v: v[0], z)
     svi = _svi_program(fn, guide, rank, learning_rate, num_particles)
     if svi.guide.prototype_trace is None:
@@ -390,7 +395,7 @@ def _map_optimize(fn, actions, mask, key, steps, learning_rate, restarts, block,
     from tqdm.auto import tqdm
 
     k_init, k_steps, k_final = jax.random.split(key, 3)
-    z = _shrunk_starts(fn, jax.random.split(k_init, restarts))
+    z = _prior_starts(fn, jax.random.split(k_init, restarts))
     optimizer = _adam(learning_rate)
     state = jax.vmap(optimizer.init)(z)
     trace = []
