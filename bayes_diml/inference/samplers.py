@@ -107,8 +107,11 @@ def _potential_hessian(fn, z, actions, mask):
 
 
 @functools.lru_cache(maxsize=32)
-def _svi_program(fn, guide: str, rank: int | None, learning_rate: float, num_particles: int) -> SVI:
-    """One ``SVI`` object per configuration (its jitted step is keyed on it)."""
+def _svi_program(fn, guide: str, rank: int | None, learning_rate: float, num_particles: int, num_episodes: int) -> SVI:
+    """One ``SVI`` object per configuration (its jitted step is keyed on it).
+
+    ``num_episodes`` is part of the key: with minibatches the guide copies the model's
+    subsampled ``episode`` plate (full size included) and draws the indices the model uses."""
     if guide == "normal":
         auto = AutoNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01)
     elif guide == "lowrank":
@@ -350,7 +353,7 @@ def run_svi(
     else:
         z = _prior_starts(fn, jax.random.split(k_map, 1))
     z = jax.tree.map(lambda v: v[0], z)
-    svi = _svi_program(fn, guide, rank, learning_rate, num_particles)
+    svi = _svi_program(fn, guide, rank, learning_rate, num_particles, num_episodes)
     if svi.guide.prototype_trace is None:
         svi.init(k_init, actions, mask)  # sets the guide up (once per configuration)
     if guide == "normal":
