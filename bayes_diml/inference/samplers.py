@@ -110,8 +110,8 @@ def _potential_hessian(fn, z, actions, mask):
 def _svi_program(fn, guide: str, rank: int | None, learning_rate: float, num_particles: int, num_episodes: int) -> SVI:
     """One ``SVI`` object per configuration (its jitted step is keyed on it).
 
-    ``num_episodes`` is part of the key: with minibatches the guide copies the model's
-    subsampled ``episode`` plate (full size included) and draws the indices the model uses."""
+    ``num_episodes`` is part of the key: the guide is set up once from a trace of the model
+    on data of that size (with minibatches, the full size of the subsampled ``episode`` plate)."""
     if guide == "normal":
         auto = AutoNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01)
     elif guide == "lowrank":
@@ -359,7 +359,9 @@ def run_svi(
     if guide == "normal":
         start_locs = {f"{name}_{svi.guide.prefix}_loc": value for name, value in z.items()}
     else:
-        start_locs = {f"{svi.guide.prefix}_loc": svi.guide._unpack_latent.inv(z)}
+        # the low-rank guide's loc is the latents flattened in the guide's own site order
+        flat = jnp.concatenate([jnp.reshape(z[name], -1) for name in svi.guide._init_locs])
+        start_locs = {f"{svi.guide.prefix}_loc": flat}
     state = svi.init(k_init, actions, mask, init_params=start_locs)
     block = max(1, min(block, steps))
     num_blocks = -(-steps // block)
