@@ -50,7 +50,8 @@ def fit(
         shard: split the episodes over all devices (``bayes_diml.sharding``,
             ``docs/scaling.md``); ``None`` = when more than one device exists.
             NUTS runs its chains one per device instead when there are at least
-            as many devices as chains (the data are then not split).
+            as many devices as chains, and minibatch SVI (``batch_episodes``) runs
+            on one device (the data are then not split).
         **options: passed to the method; ``progress=False`` turns progress bars off.
 
     Returns:
