@@ -6,9 +6,9 @@ differences the data identify) and predict how they would behave under a
 changed rule. Importing this package changes no global JAX setting.
 """
 
-from . import loading, plots
-from .errors import DataError, SpecError
-from .inference import Fit, fit, load_fit
+from . import calibration, loading, plots
+from .errors import DataError, FitError, SpecError
+from .inference import Fit, compare, fit, load_fit
 from .likelihood import (
     episode_log_likelihood,
     log_likelihood,
@@ -26,11 +26,13 @@ __version__ = "0.1.0"
 __all__ = [
     "DataError",
     "SpecError",
+    "FitError",
     "Model",
     "Trajectories",
     "fit",
     "Fit",
     "load_fit",
+    "compare",
     "read_spec",
     "load_data",
     "default_spec_path",

@@ -1,7 +1,10 @@
 """The ``bayes-diml`` command line: a thin layer over the public API.
 
-Every verb reports bad arguments or files in one line on stderr and exits with
-status 2, never with a traceback.
+Every verb reports bad arguments or files, and a fit that met NaN
+(``FitError``), in one line on stderr and exits with status 2, never with a
+traceback. Ctrl-C exits with status 130 and one line; outputs are written
+atomically, so an interrupted verb leaves nothing half-written (and, with
+``--overwrite``, the old output as it was).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, FitError
 
 __all__ = ["main"]
 
@@ -157,6 +160,7 @@ def _parse_set(items) -> tuple[dict, dict]:
 def cmd_counterfactual(args) -> int:
     from .inference import load_fit
     from .inference.storage import write_text_atomic
+    from .report import save_counterfactual
 
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
@@ -172,6 +176,41 @@ def cmd_counterfactual(args) -> int:
     figure = out.with_suffix(".png")
     result.plot().savefig(figure, dpi=110)
     print(f"wrote {out} and {figure}")
+    try:  # a copy in the run folder, for `bayes-diml report`
+        record = save_counterfactual(
+            args.run, result, out.stem, command=["bayes-diml", *args.command_line], overwrite=args.overwrite
+        )
+        print(f"recorded in {record.parent}/ for 'bayes-diml report'")
+    except OSError as err:  # e.g. a read-only run folder: the result above is complete
+        print(f"note: not recorded in {args.run} ({err.strerror or err})", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import warnings
+
+    from .inference.comparison import compare
+
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = compare(args.runs)
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.round(2).to_string())
+    for message in table.attrs.get("warnings", []):
+        print(f"warning: {message}")
+    table.to_csv(out, index_label="model")
+    print(f"wrote {out}")
     return 0
 
 
@@ -179,6 +218,20 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(out=args.out, seed=args.seed, progress=not args.no_progress)
+
+
+def cmd_bench(args) -> int:
+    """Runs benchmarks/speed.py with every argument after ``bench`` untouched (``main``
+    routes them here before argparse, which would take ``--help`` for itself)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    if not script.is_file():
+        raise DataError(
+            "bench runs benchmarks/speed.py of a source checkout (it reads the specs in models/); "
+            f"none beside this installation ({script.parent.parent}): clone the repository and install it with pip -e"
+        )
+    return subprocess.call([sys.executable, str(script), *args.options])
 
 
 # ------------------------------------------------------------------ parser
@@ -235,21 +288,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, required=True)
     p.add_argument("--rounds", type=_positive_int, required=True)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
-    p.add_argument("--out", required=True, help="output CSV (a PNG is written beside it)")
+    p.add_argument("--out", required=True, help="output CSV (a PNG is written beside it; both are also recorded in RUN/counterfactuals/)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_counterfactual)
+
+    p = verbs.add_parser("report", help="write RUN/report.html: one self-contained page on a run folder")
+    p.add_argument("run", help="run folder written by 'fit' or 'demo'")
+    p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("compare", help="rank run folders of the same data by PSIS-LOO over episodes")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by 'fit' (at least two)")
+    p.add_argument("--out", default="compare.csv", help="comparison table CSV (default compare.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_compare)
 
     p = verbs.add_parser("demo", help="simulate the embedded congestion game, fit it, compare with the truth")
     p.add_argument("--out", default="bayes-diml-demo", help="run folder (replaced if it exists)")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = verbs.add_parser(
+        "bench",
+        help="speed benchmark: seconds per epoch, compile time, memory (benchmarks/speed.py; --help there)",
+        add_help=False,
+    )
+    p.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks/speed.py, e.g. --quick --settings E1 E2")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    verb_at = next((i for i, token in enumerate(argv) if token != "--x64"), len(argv))
+    if argv[verb_at : verb_at + 1] == ["bench"]:
+        args = argparse.Namespace(x64=False, options=argv[verb_at + 1 :], func=cmd_bench)
+    else:
+        args = parser.parse_args(argv)
+    args.command_line = argv
     try:
         if args.x64:
             import jax
@@ -257,15 +334,16 @@ def main(argv=None) -> int:
             with jax.enable_x64(True):
                 return args.func(args)
         return args.func(args)
-    except DataError as err:  # SpecError is a DataError
+    except (DataError, FitError) as err:  # SpecError is a DataError
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # outputs are atomic: the old ones stay, no new half-written ones
+        done = f"{err.args[0]}" if err.args else "nothing was written"
+        print(f"interrupted; {done}", file=sys.stderr)
         return 130
 
 

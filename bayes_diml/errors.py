@@ -1,6 +1,6 @@
-"""Exceptions raised on bad input, before anything is traced."""
+"""Exceptions: bad input (raised before anything is traced) and failed fits."""
 
-__all__ = ["DataError", "SpecError"]
+__all__ = ["DataError", "SpecError", "FitError"]
 
 
 class DataError(ValueError):
@@ -13,3 +13,13 @@ class DataError(ValueError):
 
 class SpecError(DataError):
     """Malformed or inconsistent model specification (``models/*.toml``)."""
+
+
+class FitError(RuntimeError):
+    """A fit met a non-finite value (NaN or infinity) and stopped.
+
+    The message names the method, the step (or draw) and the parameter(s) whose
+    value or gradient was not finite, e.g. ``SVI step 37 of 2000: the gradient
+    of 'mechanism.c1' is NaN (loss was finite: -123.4)``; a fit never returns a
+    silently non-finite posterior.
+    """

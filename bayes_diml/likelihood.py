@@ -34,20 +34,26 @@ __all__ = [
     "teacher_forced_log_policies",
     "linear_recurrence",
     "as_arrays",
+    "split_episode_params",
 ]
 
 
-def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = "associative") -> Array:
+def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = "auto") -> Array:
     """States ``x_0 .. x_{T-1}`` of ``x_{t+1} = decay_t x_t + drive_t``, ``x_0 = initial``.
 
     Args:
         decay, drive: ``(T, ...)``; initial: ``(...)``.
-        method: ``"associative"`` (``lax.associative_scan``, O(log T) depth) or
-            ``"sequential"`` (``lax.scan``, for comparison).
+        method: ``"associative"`` (``lax.associative_scan``, O(log T) depth),
+            ``"sequential"`` (``lax.scan``) or ``"auto"``: sequential on CPU, where
+            there is no parallel hardware to fill and ``lax.scan`` does less work
+            (E2 likelihood + gradient 1.4 ms vs 2.0 ms, compiled 3x faster, on a
+            2-core AMD EPYC), associative on GPU/TPU.
 
     Returns:
         ``(T, ...)`` with ``x_0`` first.
     """
+    if method == "auto":
+        method = "sequential" if jax.default_backend() == "cpu" else "associative"
     if method == "associative":
 
         def combine(first, second):
@@ -66,70 +72,169 @@ def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = 
 
         _, rest = jax.lax.scan(step, initial, (decay[:-1], drive[:-1]))
     else:
-        raise ValueError(f"method must be 'associative' or 'sequential', got {method!r}")
+        raise ValueError(f"method must be 'associative', 'sequential' or 'auto', got {method!r}")
     return jnp.concatenate([initial[None], rest], axis=0)
 
 
 def _episode_log_policies(model: Model, params: Params, actions: Array, present: Array, method: str) -> Array:
     """Teacher-forced ``log pi_t`` of one episode, ``(num_rounds, num_agents, num_actions)``."""
-    mechanism, learner = model.mechanism, model.learner
-    mech_params, learner_params = params["mechanism"], params["learner"]
-    num_rounds = actions.shape[0]
-    prepared = mechanism.prepare(mech_params)
-    payoffs = jax.vmap(mechanism.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, actions, present)
-    rounds = jnp.arange(num_rounds)
+    prepared, initial = _episode_start(model, params)
+    log_pi, _ = _rounds_log_policies(model, params, prepared, actions, present, jnp.arange(actions.shape[0]), initial, method)
+    return log_pi
+
+
+def _episode_start(model: Model, params: Params):
+    """``(prepared mechanism params, Q_0)``: what every path over rounds starts from."""
+    prepared = model.mechanism.prepare(params["mechanism"])
+    if "initial" in params:  # a learned Q_0 (Model.initial): this episode's (num_agents, num_actions)
+        initial = jnp.broadcast_to(params["initial"], (model.num_agents, model.num_actions))
+    else:
+        initial = model.learner.init(params["learner"], model.num_agents, model.num_actions)
+    return prepared, initial
+
+
+def _rounds_log_policies(model, params, prepared, actions, present, rounds, initial, method):
+    """``log pi_t`` over consecutive rounds starting from state ``initial``, and the state after them.
+
+    ``actions``, ``present``: ``(R, num_agents)``; ``rounds``: ``(R,)`` round indices.
+    Returns ``((R, num_agents, num_actions), Q_{last + 1})``.
+    """
+    learner, learner_params = model.learner, params["learner"]
+    payoffs = jax.vmap(model.mechanism.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, actions, present)
     decay, drive = jax.vmap(functools.partial(step_coefficients, learner, learner_params))(
         payoffs, actions, present, rounds
     )
-    initial = learner.init(learner_params, model.num_agents, model.num_actions).astype(payoffs.dtype)
-    Q = linear_recurrence(decay, drive, initial, method)
-    return jax.vmap(learner.log_policy, (None, 0, 0))(learner_params, Q, rounds)
+    Q = linear_recurrence(decay, drive, initial.astype(payoffs.dtype), method)
+    following = decay[-1] * Q[-1] + drive[-1]
+    return jax.vmap(learner.log_policy, (None, 0, 0))(learner_params, Q, rounds), following
+
+
+def _played(log_pi: Array, actions: Array, present: Array) -> Array:
+    """``sum_t sum_i [present] log pi_t(a_ti | i)``."""
+    played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(present, played, 0.0))
+
+
+def _chunked_episode_log_likelihood(
+    model: Model, params: Params, actions: Array, present: Array, method: str, round_chunk: int
+) -> Array:
+    """One episode's log-likelihood with gradient checkpointing over rounds.
+
+    The horizon is cut into ``ceil(T / round_chunk)`` chunks (the last padded
+    with absent rounds, which leave ``Q`` unchanged and are not scored, so one
+    shape compiles for any ``T``); ``lax.scan`` carries ``Q`` from chunk to
+    chunk and each chunk's body is ``jax.checkpoint``-ed: the backward pass
+    keeps the ``T / round_chunk`` carried states and recomputes one chunk at a
+    time, ``O(T / round_chunk + round_chunk)`` states instead of ``O(T)``
+    (Griewank & Walther 2000, "Algorithm 799: revolve", the two-level scheme).
+    Within a chunk the recurrence runs as in the unchunked path.
+    """
+    num_rounds = actions.shape[0]
+    num_chunks = -(-num_rounds // round_chunk)
+    pad = num_chunks * round_chunk - num_rounds
+    actions = jnp.pad(actions, ((0, pad), (0, 0)))
+    present = jnp.pad(present, ((0, pad), (0, 0)), constant_values=False)
+    rounds = jnp.arange(num_chunks * round_chunk)
+    blocks = jax.tree.map(
+        lambda x: x.reshape(num_chunks, round_chunk, *x.shape[1:]), (actions, present, rounds)
+    )
+    prepared, initial = _episode_start(model, params)
+    dtype = jax.eval_shape(model.mechanism.prepared_counterfactual_payoffs, prepared, actions[0], present[0]).dtype
+
+    @jax.checkpoint
+    def chunk(Q, block, prepared, params):
+        a, p, r = block
+        log_pi, following = _rounds_log_policies(model, params, prepared, a, p, r, Q, method)
+        return following, _played(log_pi, a, p)
+
+    _, sums = jax.lax.scan(lambda Q, block: chunk(Q, block, prepared, params), initial.astype(dtype), blocks)
+    return jnp.sum(sums)
 
 
 def episode_log_likelihood(
-    model: Model, params: Params, actions: Array, mask: Array, method: str = "associative"
+    model: Model,
+    params: Params,
+    actions: Array,
+    mask: Array,
+    method: str = "auto",
+    round_chunk: int | None = None,
 ) -> Array:
     """Log-likelihood of one episode.
 
     Args:
         model: the model.
-        params: ``{"mechanism": {...}, "learner": {...}}``.
+        params: ``{"mechanism": {...}, "learner": {...}}``, optionally with
+            ``"initial"``: this episode's ``Q_0`` ``(num_agents, num_actions)``,
+            used instead of ``learner.init``.
         actions: ``(num_rounds, num_agents)`` int.
         mask: ``(num_rounds, num_agents)`` bool, True where the agent did not play.
         method: see ``linear_recurrence``.
+        round_chunk: ``None`` (all rounds at once), or checkpoint the recursion
+            over chunks of this many rounds: same value and gradient, and the
+            gradient's memory grows as ``T / round_chunk + round_chunk``
+            instead of ``T`` (long horizons; ``~sqrt(T)`` is a good choice).
 
     Returns:
         Scalar: ``sum_t sum_i [not mask] log pi_t(a_{t,i} | i)``.
     """
     present = ~mask
-    log_pi = _episode_log_policies(model, params, actions, present, method)
-    played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(present, played, 0.0))
+    if round_chunk is not None:
+        return _chunked_episode_log_likelihood(model, params, actions, present, method, _check_round_chunk(round_chunk))
+    return _played(_episode_log_policies(model, params, actions, present, method), actions, present)
+
+
+def _check_round_chunk(round_chunk) -> int:
+    if isinstance(round_chunk, bool) or not isinstance(round_chunk, (int, np.integer)) or round_chunk < 1:
+        from .errors import DataError
+
+        raise DataError(f"round_chunk must be a positive integer or None, got {round_chunk!r}")
+    return int(round_chunk)
 
 
 def episode_log_likelihoods(
-    model: Model, params: Params, actions: Array, mask: Array, method: str = "associative", episode_batch: int | None = None
+    model: Model,
+    params: Params,
+    actions: Array,
+    mask: Array,
+    method: str = "auto",
+    episode_batch: int | None = None,
+    round_chunk: int | None = None,
 ) -> Array:
     """Per-episode log-likelihoods ``(num_episodes,)`` (traceable; used inside NumPyro).
 
     With ``episode_batch`` the episodes are processed that many at a time
     (``lax.map``) and each batch is rematerialised in the backward pass
     (``jax.checkpoint``), so memory is bounded by one batch: for very large games.
+    With ``round_chunk`` the rounds of each episode are checkpointed in chunks
+    (long horizons; see ``episode_log_likelihood``).
     """
-    one = functools.partial(episode_log_likelihood, model, params, method=method)
+    shared, per_episode = split_episode_params(params)
+    one = lambda p, a, m: episode_log_likelihood(model, {**shared, **p}, a, m, method=method, round_chunk=round_chunk)  # noqa: E731
     if episode_batch is None:
-        return jax.vmap(one)(actions, mask)
-    return jax.lax.map(jax.checkpoint(lambda am: one(*am)), (actions, mask), batch_size=episode_batch)
+        return jax.vmap(one)(per_episode, actions, mask)
+    return jax.lax.map(jax.checkpoint(lambda pam: one(*pam)), (per_episode, actions, mask), batch_size=episode_batch)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch"))
-def _per_episode(model, params, actions, mask, method="associative", episode_batch=None):
-    return episode_log_likelihoods(model, params, actions, mask, method, episode_batch)
+def split_episode_params(params: Params) -> tuple[Params, Params]:
+    """``(shared, per_episode)``: a per-episode initial state ``params["initial"]`` of shape
+    ``(num_episodes, num_agents, num_actions)`` goes to ``per_episode`` (mapped over
+    episodes); everything else is shared by all episodes."""
+    initial = params.get("initial")
+    if initial is not None and jnp.ndim(initial) == 3:
+        return {k: v for k, v in params.items() if k != "initial"}, {"initial": initial}
+    return params, {}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method", "episode_batch", "round_chunk"))
+def _per_episode(model, params, actions, mask, method="auto", episode_batch=None, round_chunk=None):
+    return episode_log_likelihoods(model, params, actions, mask, method, episode_batch, round_chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
-def _log_policies(model, params, actions, mask, method="associative"):
-    return jax.vmap(_episode_log_policies, (None, None, 0, 0, None))(model, params, actions, ~mask, method)
+def _log_policies(model, params, actions, mask, method="auto"):
+    shared, per_episode = split_episode_params(params)
+    one = lambda p, a, present: _episode_log_policies(model, {**shared, **p}, a, present, method)  # noqa: E731
+    return jax.vmap(one)(per_episode, actions, ~mask)
 
 
 def as_arrays(data) -> tuple[Array, Array]:
@@ -147,8 +252,9 @@ def log_likelihood_per_episode(
     model: Model,
     params: Params,
     data,
-    method: str = "associative",
+    method: str = "auto",
     episode_batch: int | None = None,
+    round_chunk: int | None = None,
     shard: bool | None = None,
 ) -> Array:
     """Per-episode log-likelihoods, ``(num_episodes,)`` (jitted; vmap over episodes).
@@ -157,30 +263,39 @@ def log_likelihood_per_episode(
         data: ``Trajectories`` or ``(actions, mask)`` with shapes
             ``(num_episodes, num_rounds, num_agents)``.
         episode_batch: process episodes this many at a time (bounded memory).
+        round_chunk: checkpoint the rounds in chunks of this many (bounded
+            gradient memory for long horizons; see ``episode_log_likelihood``).
         shard: split the episodes over all devices (``bayes_diml.sharding``);
-            ``None`` = when more than one device exists.
+            ``None`` = when more than one device exists. A per-episode
+            ``params["initial"]`` is padded along with the episodes.
     """
     actions, mask = as_arrays(data)
+    round_chunk = None if round_chunk is None else _check_round_chunk(round_chunk)
     if not use_sharding(shard):
-        return _per_episode(model, params, actions, mask, method, episode_batch)
+        return _per_episode(model, params, actions, mask, method, episode_batch, round_chunk)
     num_episodes = actions.shape[0]
     actions, mask = shard_episodes(actions, mask)
-    return _per_episode(model, params, actions, mask, method, episode_batch)[:num_episodes]
+    shared, per_episode = split_episode_params(params)
+    if per_episode:  # dummy episodes get Q_0 = 0; they are fully masked and add nothing
+        extra = actions.shape[0] - num_episodes
+        params = {**shared, "initial": jnp.pad(per_episode["initial"], ((0, extra), (0, 0), (0, 0)))}
+    return _per_episode(model, params, actions, mask, method, episode_batch, round_chunk)[:num_episodes]
 
 
 def log_likelihood(
     model: Model,
     params: Params,
     data,
-    method: str = "associative",
+    method: str = "auto",
     episode_batch: int | None = None,
+    round_chunk: int | None = None,
     shard: bool | None = None,
 ) -> Array:
     """Total log-likelihood over all episodes (round 0 included, masked entries excluded)."""
-    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch, shard))
+    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch, round_chunk, shard))
 
 
-def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "associative") -> Array:
+def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "auto") -> Array:
     """``log pi_t(k | i)`` given the observed history, ``(E, T, n, A)``."""
     actions, mask = as_arrays(data)
     return _log_policies(model, params, actions, mask, method)

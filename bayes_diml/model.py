@@ -1,4 +1,10 @@
-"""A model: a mechanism family, a learning rule, and which learner parameters are known."""
+"""A model: a mechanism family, a learning rule, and which learner parameters are known.
+
+Beyond the paper's set-up (homogeneous agents, ``Q_0 = 0``, actions only) a model may
+declare latent initial propensities (``initial``), agent-specific learner parameters
+with a hierarchical prior (``per_agent``) and the noise of an observed ``payoff``
+column (``payoff_sigma``); the NumPyro model (``inference/numpyro_model.py``) reads them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,14 @@ from .learners import Learner
 from .mechanisms import Mechanism
 from .priors import Prior
 
-__all__ = ["Model"]
+__all__ = ["Model", "INITIAL_MODES", "DEFAULT_PAYOFF_SIGMA"]
+
+INITIAL_MODES = ("zero", "shared", "per_episode")
+"""``zero``: Q_0 = 0 (the paper); ``shared``: one learned Q_0 per agent, common to all
+episodes; ``per_episode``: a latent Q_0 per episode and agent under a hierarchical prior."""
+
+DEFAULT_PAYOFF_SIGMA = Prior("halfnormal", (("scale", 1.0),))
+"""Prior of the noise sd of observed payoffs when none is given."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -27,6 +40,20 @@ class Model:
             for the prior; interpreted by the inference layer).
         action_labels, agent_labels: labels from the spec, or ``None``.
         spec: the parsed spec (for provenance), or ``None``.
+        initial: ``"zero"`` (default), ``"shared"`` or ``"per_episode"`` (see
+            ``INITIAL_MODES``): how the learners' initial propensities ``Q_0`` enter.
+        initial_scale: prior scale of ``Q_0``: ``Normal(0, initial_scale)`` for the
+            shared ``Q_0`` and for the population mean of per-episode ``Q_0``, whose
+            spread is ``HalfNormal(initial_scale)``.
+        per_agent: learner parameters that differ between agents, each with a
+            hierarchical prior: its prior in ``learner_params`` is the prior of the
+            population centre, and per agent
+            ``theta_i = T^-1(T(centre) + spread * z_i)``, ``z_i ~ Normal(0, 1)``,
+            ``spread ~ HalfNormal(per_agent_spread)``, with ``T`` the map of the
+            prior's support onto the real line (log for positive, logit for (0, 1)).
+        per_agent_spread: prior scale of the spread on the unconstrained scale.
+        payoff_sigma: noise sd of an observed ``payoff`` column, a number or a
+            ``Prior`` (default ``HalfNormal(1)``): ``payoff ~ Normal(M(a)_i, sigma)``.
     """
 
     mechanism: Mechanism
@@ -36,6 +63,11 @@ class Model:
     action_labels: tuple | None = None
     agent_labels: tuple | None = None
     spec: dict | None = None
+    initial: str = "zero"
+    initial_scale: float = 1.0
+    per_agent: tuple[str, ...] = ()
+    per_agent_spread: float = 0.5
+    payoff_sigma: Any = DEFAULT_PAYOFF_SIGMA
 
     def __post_init__(self):
         names = set(self.learner.param_names)
@@ -47,6 +79,41 @@ class Model:
             )
         fixed = self.fixed_learner_params
         self.learner.check_params({k: fixed.get(k, _domain_probe(k)) for k in self.learner.param_names}, "[learner]")
+        self._check_extensions()
+
+    def _check_extensions(self) -> None:
+        """Validate ``initial``, ``per_agent`` and ``payoff_sigma`` (host side, clear messages)."""
+        if self.initial not in INITIAL_MODES:
+            raise SpecError(f"[learner] initial = {self.initial!r}: must be one of {list(INITIAL_MODES)}")
+        if self.initial != "zero" and "q0" in self.learner_params:
+            raise SpecError(
+                f"[learner] initial = {self.initial!r} learns Q_0, but a fixed 'q0' is given too; drop one of them"
+            )
+        for key in ("initial_scale", "per_agent_spread"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+                raise SpecError(f"[learner] {key} must be a finite number > 0, got {value!r}")
+        if isinstance(self.per_agent, str) or not all(isinstance(n, str) for n in self.per_agent):
+            raise SpecError(f"[learner] per_agent must be a list of parameter names, got {self.per_agent!r}")
+        object.__setattr__(self, "per_agent", tuple(self.per_agent))
+        for name in self.per_agent:
+            if name not in self.learner.param_names:
+                raise SpecError(
+                    f"[learner] per_agent names '{name}', which is not a parameter of '{self.learner.name}' "
+                    f"({list(self.learner.param_names)})"
+                )
+            if not isinstance(self.learner_params[name], Prior):
+                raise SpecError(
+                    f"[learner] per_agent parameter '{name}' is fixed to a number; give it a prior (the prior of "
+                    f"the population centre), e.g. {name} = {{dist = \"lognormal\", loc = 0.0, scale = 1.0}}"
+                )
+        if len(set(self.per_agent)) != len(self.per_agent):
+            raise SpecError(f"[learner] per_agent lists a parameter twice: {list(self.per_agent)}")
+        sigma = self.payoff_sigma
+        if not isinstance(sigma, Prior) and (
+            isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < float("inf")
+        ):
+            raise SpecError(f"[payoff] sigma must be a number > 0 or a prior table, got {sigma!r}")
 
     @property
     def num_agents(self) -> int:
@@ -65,6 +132,11 @@ class Model:
     def learner_priors(self) -> dict[str, Prior]:
         """The learner parameters that carry a prior."""
         return {k: v for k, v in self.learner_params.items() if isinstance(v, Prior)}
+
+    @property
+    def learned_initial(self) -> bool:
+        """Whether ``Q_0`` is an unknown (``initial`` is ``shared`` or ``per_episode``)."""
+        return self.initial != "zero"
 
     def learner_values(self, truth_or_draw: dict | None = None) -> dict[str, Any]:
         """All learner parameter values: fixed ones, then those in ``truth_or_draw``.

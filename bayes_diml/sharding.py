@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._types import Array
 
-__all__ = ["EPISODE_AXIS", "use_sharding", "episode_mesh", "episode_sharding", "pad_episodes", "shard_episodes", "to_host"]
+__all__ = ["EPISODE_AXIS", "use_sharding", "episode_mesh", "episode_sharding", "pad_episodes", "shard_episodes", "shard_padded", "to_host"]
 
 EPISODE_AXIS = "episode"
 """Name of the mesh axis that carries episodes."""
@@ -84,6 +84,16 @@ def shard_episodes(actions, mask) -> tuple[Array, Array]:
     """
     actions, mask = pad_episodes(actions, mask, jax.device_count())
     return _put(actions), _put(mask)
+
+
+def shard_padded(values, fill) -> Array:
+    """A per-episode array ``(E, ...)`` (e.g. observed payoffs) padded with ``fill`` to the
+    episode count of ``shard_episodes`` and split over the episode mesh like the actions."""
+    values = np.asarray(values)
+    extra = -values.shape[0] % jax.device_count()
+    if extra:
+        values = np.pad(values, ((0, extra),) + ((0, 0),) * (values.ndim - 1), constant_values=fill)
+    return _put(values)
 
 
 def to_host(values: Array) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from ._random import as_key
 from ._types import Array, Params, PRNGKey
 from .learners import apply_step, step_coefficients
+from .likelihood import split_episode_params
 from .model import Model
 
 __all__ = ["simulate", "simulate_arrays"]
@@ -30,15 +31,27 @@ def simulate_arrays(
     return_log_policies: bool = False,
 ):
     """Simulated actions ``(num_episodes, num_rounds, num_agents)`` (and, if asked,
-    the policies used, ``(num_episodes, num_rounds, num_agents, num_actions)``)."""
+    the policies used, ``(num_episodes, num_rounds, num_agents, num_actions)``).
+
+    ``params["initial"]``, when present, is the learners' ``Q_0``: one
+    ``(num_agents, num_actions)`` array for all episodes, or one per episode
+    ``(num_episodes, num_agents, num_actions)``; otherwise ``learner.init``.
+    """
     mechanism, learner = model.mechanism, model.learner
     mech_params, learner_params = params["mechanism"], params["learner"]
     n, A = model.num_agents, model.num_actions
     present = jnp.ones((n,), bool)
 
     prepared = mechanism.prepare(mech_params)
+    shared, per_episode = split_episode_params(params)
+    if per_episode and per_episode["initial"].shape[0] != num_episodes:
+        raise ValueError(
+            f"a per-episode initial state holds {per_episode['initial'].shape[0]} episodes, not {num_episodes}: "
+            "simulate as many episodes as it has, or give one (num_agents, num_actions) state"
+        )
 
-    def episode(episode_key):
+    def episode(episode_key, episode_params):
+        params = {**shared, **episode_params}
         def step(Q, inputs):
             t, round_key = inputs
             log_pi = learner.log_policy(learner_params, Q, t)
@@ -47,35 +60,73 @@ def simulate_arrays(
             Q = apply_step(step_coefficients(learner, learner_params, payoffs, actions, present, t), Q)
             return Q, (actions, log_pi if return_log_policies else None)
 
-        initial = learner.init(learner_params, n, A).astype(jnp.result_type(float))
+        if "initial" in params:  # a given Q_0 (shared, or this episode's)
+            initial = jnp.broadcast_to(params["initial"], (n, A)).astype(jnp.result_type(float))
+        else:
+            initial = learner.init(learner_params, n, A).astype(jnp.result_type(float))
         rounds = (jnp.arange(num_rounds), jax.random.split(episode_key, num_rounds))
         _, (actions, log_pi) = jax.lax.scan(step, initial, rounds)
         return actions, log_pi
 
-    actions, log_pi = jax.vmap(episode)(jax.random.split(key, num_episodes))
+    actions, log_pi = jax.vmap(episode)(jax.random.split(key, num_episodes), per_episode)
     return (actions, log_pi) if return_log_policies else actions
 
 
-def simulate(model: Model, params: Params, *, num_episodes: int, num_rounds: int, seed):
+def simulate(
+    model: Model,
+    params: Params,
+    *,
+    num_episodes: int,
+    num_rounds: int,
+    seed,
+    payoff_fraction: float = 0.0,
+    payoff_noise: float = 0.0,
+):
     """Simulate play and return it as ``Trajectories`` (no masked entries).
 
     Args:
         model: the model (labels from its spec are used when present).
-        params: ``{"mechanism": {...}, "learner": {...}}`` (e.g. the spec's truth).
+        params: ``{"mechanism": {...}, "learner": {...}}`` (e.g. the spec's truth),
+            optionally ``"initial"``: ``Q_0`` of shape ``(num_agents, num_actions)``
+            or ``(num_episodes, num_agents, num_actions)`` (random initial beliefs).
+            Learner parameters may be per-agent ``(num_agents,)`` arrays.
         num_episodes, num_rounds: sizes (static: one compilation per shape).
         seed: an int or a JAX key.
+        payoff_fraction: share of rows (chosen at random) whose realised payoff
+            ``M(a_t)_i + payoff_noise * Normal(0, 1)`` is recorded in the
+            ``payoff`` column (the rest NaN); 0 gives no payoff column.
+        payoff_noise: sd of the noise on recorded payoffs.
     """
     from .trajectories import Trajectories
 
     for name, value in (("num_episodes", num_episodes), ("num_rounds", num_rounds)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0.0 <= payoff_fraction <= 1.0 or not payoff_noise >= 0.0:
+        raise ValueError(f"payoff_fraction must be in [0, 1] and payoff_noise >= 0, got {payoff_fraction}, {payoff_noise}")
     model.mechanism.check_params(params["mechanism"], "mechanism parameters")
     model.learner.check_params(params["learner"], "learner parameters")
-    actions = simulate_arrays(model, params, as_key(seed), int(num_episodes), int(num_rounds))
+    if "initial" in params:
+        shape = np.shape(params["initial"])
+        n, A = model.num_agents, model.num_actions
+        if shape not in ((n, A), (num_episodes, n, A)):
+            raise ValueError(
+                f"params['initial'] must have shape {(n, A)} or {(num_episodes, n, A)}, got {shape}"
+            )
+    key = as_key(seed)
+    k_play, k_rows, k_noise = jax.random.split(key, 3)
+    actions = simulate_arrays(model, params, k_play, int(num_episodes), int(num_rounds))
+    payoff = None
+    if payoff_fraction > 0:
+        mech_params = jax.tree.map(jnp.asarray, params["mechanism"])
+        realised = jax.vmap(jax.vmap(lambda a: model.mechanism.payoffs(mech_params, a)))(actions)
+        noise = payoff_noise * jax.random.normal(k_noise, realised.shape)
+        keep = jax.random.uniform(k_rows, realised.shape) < payoff_fraction
+        payoff = np.where(np.asarray(keep), np.asarray(realised + noise, np.float64), np.nan)
     return Trajectories.from_arrays(
         np.asarray(actions),
         num_actions=model.num_actions,
         agent_labels=model.agent_labels,
         action_labels=model.action_labels,
+        payoff=payoff,
     )

@@ -20,7 +20,7 @@ from ._checks import numeric_array
 from .errors import SpecError
 from .learners import LEARNERS
 from .mechanisms import FAMILIES
-from .model import Model
+from .model import DEFAULT_PAYOFF_SIGMA, Model
 from .priors import Prior
 
 __all__ = ["read_spec", "parse_spec", "default_spec_path", "FAMILY_OPTIONS"]
@@ -35,7 +35,7 @@ FAMILY_OPTIONS: dict[str, set[str]] = {
 }
 """Keys of ``[mechanism]`` that each family accepts besides ``family``, ``truth`` and ``prior``."""
 
-_TOP = {"game", "mechanism", "learner"}
+_TOP = {"game", "mechanism", "learner", "payoff"}
 _GAME = {"agents", "actions", "action_labels", "agent_labels"}
 
 
@@ -180,7 +180,7 @@ def _learner(section: dict, where: str):
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise SpecError(f"{where}: unknown rule '{rule}'{hint}; known: {sorted(LEARNERS)}")
     learner = LEARNERS[rule]
-    _unknown(section, set(learner.param_names) | {"rule", "truth"}, where)
+    _unknown(section, set(learner.param_names) | {"rule", "truth"} | _LEARNER_OPTIONS, where)
     params: dict[str, Any] = {}
     for name in learner.param_names:
         if name not in section:
@@ -193,6 +193,45 @@ def _learner(section: dict, where: str):
         else:
             raise SpecError(f"{where}: learner parameter '{name}' must be a number or a prior table, got {value!r}")
     return learner, params
+
+
+_LEARNER_OPTIONS = {"initial", "initial_scale", "per_agent", "per_agent_spread"}
+"""Keys of ``[learner]`` besides the rule's parameters (see ``Model``)."""
+
+
+def _learner_options(section: dict, where: str) -> dict[str, Any]:
+    """``initial``, ``initial_scale``, ``per_agent``, ``per_agent_spread`` of ``[learner]``."""
+    options: dict[str, Any] = {}
+    if "initial" in section:
+        value = section["initial"]
+        if not isinstance(value, str):
+            raise SpecError(f"{where}: 'initial' must be \"zero\", \"shared\" or \"per_episode\", got {value!r}")
+        options["initial"] = value
+    for key in ("initial_scale", "per_agent_spread"):
+        if key in section:
+            value = section[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise SpecError(f"{where}: '{key}' must be a number > 0, got {value!r}")
+            options[key] = float(value)
+    if "per_agent" in section:
+        value = section["per_agent"]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SpecError(f"{where}: 'per_agent' must be a list of learner parameter names, e.g. [\"beta\"], got {value!r}")
+        options["per_agent"] = tuple(value)
+    return options
+
+
+def _payoff_options(section: dict, where: str) -> dict[str, Any]:
+    """``[payoff] sigma``: the noise sd of an observed payoff column (number or prior)."""
+    _unknown(section, {"sigma"}, where)
+    if "sigma" not in section:
+        return {}
+    value = section["sigma"]
+    if isinstance(value, dict):
+        return {"payoff_sigma": Prior.parse(value, f"{where} sigma")}
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpecError(f"{where}: 'sigma' must be a number > 0 or a prior table, got {value!r}")
+    return {"payoff_sigma": float(value)}
 
 
 def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") -> tuple[Model, dict | None]:
@@ -219,6 +258,8 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
 
     learner_section = _section(table, "learner", source)
     learner, learner_params = _learner(learner_section, f"{source} [learner]")
+    extensions = _learner_options(learner_section, f"{source} [learner]")
+    extensions.update(_payoff_options(_section(table, "payoff", source, required=False), f"{source} [payoff]"))
     try:
         model = Model(
             mechanism=mechanism,
@@ -228,6 +269,7 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
             action_labels=action_labels,
             agent_labels=agent_labels,
             spec=table,
+            **extensions,
         )
     except SpecError as err:
         raise SpecError(f"{source} {err}") from None
@@ -259,10 +301,23 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
                 "parameters that carry a prior"
             )
     learner_truth = model.learner_values(
-        {k: float(numeric_array(v, f"{where} '{k}'", SpecError)) for k, v in learner_truth_section.items()}
+        {k: _truth_value(model, k, v, f"{where} '{k}'") for k, v in learner_truth_section.items()}
     )
     learner.check_params(learner_truth, f"{source} [learner.truth]")
     return model, {"mechanism": mech_truth, "learner": learner_truth}
+
+
+def _truth_value(model: Model, name: str, value, where: str):
+    """A learner truth: a number, or one value per agent for a ``per_agent`` parameter."""
+    array = numeric_array(value, where, SpecError)
+    if name in model.per_agent and array.ndim == 1:
+        if array.shape != (model.num_agents,):
+            raise SpecError(f"{where}: a per-agent truth has one value per agent ({model.num_agents}), got {array.shape[0]}")
+        return array.astype(float)
+    if array.ndim != 0:
+        hint = " (list it in [learner] per_agent to give one value per agent)" if array.ndim == 1 else ""
+        raise SpecError(f"{where}: must be a number, got shape {array.shape}{hint}")
+    return float(array)
 
 
 # ------------------------------------------------------------------ writing
@@ -298,7 +353,17 @@ def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]
     learner: dict[str, Any] = {"rule": model.learner.name}
     for name, value in model.learner_params.items():
         learner[name] = value.to_toml() if isinstance(value, Prior) else float(value)
-    return {"game": game, "mechanism": mech, "learner": learner}, files
+    if model.initial != "zero":
+        learner["initial"] = model.initial
+        learner["initial_scale"] = float(model.initial_scale)
+    if model.per_agent:
+        learner["per_agent"] = list(model.per_agent)
+        learner["per_agent_spread"] = float(model.per_agent_spread)
+    table = {"game": game, "mechanism": mech, "learner": learner}
+    sigma = model.payoff_sigma
+    if sigma is not DEFAULT_PAYOFF_SIGMA:
+        table["payoff"] = {"sigma": sigma.to_toml() if isinstance(sigma, Prior) else float(sigma)}
+    return table, files
 
 
 def _toml_value(value) -> str:

@@ -5,9 +5,9 @@
 #   OUT=/tmp/gpuout GPU_SMOKE=1 bash benchmarks/gpu_run.sh   # a tiny smoke run (any machine)
 #
 # Uses the package from the source tree (PYTHONPATH=$PWD, nothing is installed).
-# Writes under $OUT: gpu_run.log (nvidia-smi, progress, summary tables) and
+# Writes under $OUT: gpu_run.log (nvidia-smi, progress, summary tables),
 # speed_gpu.json (every result, rewritten after each setting so a cut-short run
-# keeps what it measured). With .ref/run_experiments.py present (the authors' script,
+# keeps what it measured) and inference_gpu.json (whole NUTS / SVI fits). With .ref/run_experiments.py present (the authors' script,
 # never committed) their PyTorch trainer is timed beside ours.
 #
 # Environment: PY (python with jax; default python3), REF_PYTHON (python with torch;
@@ -19,7 +19,7 @@ OUT=${OUT:?set OUT to the output folder}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 REF_PY=${REF_PYTHON:-$PY}
-BUDGET_S=${BUDGET_S:-470}
+BUDGET_S=${BUDGET_S:-480}
 LOG="$OUT/gpu_run.log"
 JSON="$OUT/speed_gpu.json"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -70,21 +70,40 @@ part() {
     log "part done, rc=$?"
 }
 
+# fits LIMIT_S ARGS...: one inference.py invocation (whole NUTS / SVI fits), killed at LIMIT_S
+fits() {
+    local limit=$1
+    shift
+    local room
+    room=$(left)
+    if [ "$room" -lt 20 ]; then
+        log "skipped (budget spent): inference $*"
+        return 0
+    fi
+    [ "$limit" -gt "$room" ] && limit=$room
+    log "fits (limit ${limit}s): $*"
+    timeout -k 5 "$limit" "$PY" benchmarks/inference.py --out "$OUT/inference_gpu.json" "$@" >>"$LOG" 2>&1
+    log "fits done, rc=$?"
+}
+
 if [ "${GPU_SMOKE:-0}" = "1" ]; then
     # Tiny: small settings, the large-game path with A=8, a forced episode batch and random actions.
     part 240 --quick --repeats 1 --max-seconds 2 --settings E1 E2 --sequential-for E2 "${REF_ARGS[@]}" --reference-epochs 2 \
         --reference-settings E2
     part 120 --quick --repeats 1 --max-seconds 2 --settings anon_n1000 --large-actions 8 --simulate-below 500 \
         --episode-batch 4 --sequential-for
+    fits 200 --chain-method vectorized --warmup 20 --samples 20 --steps 20
 else
-    COMMON=(--repeats 5 --max-seconds 8 --worker-timeout 170 "${REF_ARGS[@]}" --reference-epochs 3)
-    # 1. The numbers that matter most: ours vs the authors' trainer, then 10,000 and 1,000,000 agents.
-    part 320 "${COMMON[@]}" --sequential-for --settings E1 E2_neural E7_n120 E7_n300 anon_n10000 anon_n1000000
-    # 2. The rest: structured E2 (+ sequential recurrence), E7_n120 sequential, E3, the other E7 sizes.
-    part 150 "${COMMON[@]}" --sequential-for E2 --settings E2 E3 E7_n40 E7_n80 E7_n200
-    part 60 "${COMMON[@]}" --methods sequential --sequential-for --reference-settings --settings E7_n120
-    # 3. The remaining anonymous sizes.
-    part 120 "${COMMON[@]}" --sequential-for --settings anon_n100000 anon_n1000
+    COMMON=(--repeats 5 --max-seconds 6 --worker-timeout 170 "${REF_ARGS[@]}" --reference-epochs 3)
+    # 1. The numbers that matter most: ours vs the authors' trainer on E1, E2 (neural) and
+    #    n=300, then 10,000 and 1,000,000 agents.
+    part 250 "${COMMON[@]}" --sequential-for --settings E1 E2_neural E7_n300 anon_n10000 anon_n1000000
+    # 2. Whole fits: NUTS on E2 (4 chains x (1000 + 1000), chains vectorised on the one GPU), SVI on E1.
+    fits 100 --chain-method vectorized
+    # 3. The rest: structured E2 (+ sequential recurrence), E3, the other E7 sizes (n=120 with the reference).
+    part 110 "${COMMON[@]}" --sequential-for E2 --reference-settings E7_n120 --settings E2 E3 E7_n40 E7_n80 E7_n120 E7_n200
+    # 4. The remaining anonymous sizes.
+    part 60 "${COMMON[@]}" --sequential-for --settings anon_n100000 anon_n1000
 fi
 
 log "summary of $JSON:"

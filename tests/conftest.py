@@ -52,13 +52,22 @@ MECHANISM_CASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 # Learner parameter values by name (inside every domain).
-LEARNER_VALUES: dict[str, float] = {"alpha": 0.3, "beta": 3.0, "eps": 0.1, "c": 1.5}
+LEARNER_VALUES: dict[str, float] = {
+    "alpha": 0.3, "beta": 3.0, "eps": 0.1, "c": 1.5,  # logit-Q, bandit-Q
+    "phi": 0.8, "rho": 0.6, "delta": 0.4,  # EWA (with beta, eps)
+    "eta": 0.7,  # Hedge
+}
 # Per-agent (num_agents,) values by name, for the heterogeneous-agent tests.
 PER_AGENT_LEARNER_VALUES: dict[str, np.ndarray] = {
     "alpha": np.array([0.2, 0.5, 0.9]),
     "beta": np.array([1.0, 2.5, 4.0]),
     "eps": np.array([0.0, 0.05, 0.3]),
     "c": np.array([1.0, 2.0, 5.0]),
+    # EWA: the domain edges (rho = 0, 1; delta = 0, 1; phi = 1) agent by agent
+    "phi": np.array([0.5, 0.9, 1.0]),
+    "rho": np.array([0.0, 0.6, 1.0]),
+    "delta": np.array([1.0, 0.0, 0.5]),
+    "eta": np.array([0.2, 1.0, 2.5]),
 }
 
 # Families whose package code is known to be broken: their cases are strict xfails, so the

@@ -23,6 +23,10 @@ import numpy as np
 __all__ = [
     "PAYOFF_FUNCTIONS",
     "STEP_SIZES",
+    "LEARNER_UPDATES",
+    "experience_weight",
+    "policy_parameters",
+    "update_row",
     "agent_payoff",
     "payoffs",
     "counterfactual_payoffs",
@@ -171,6 +175,68 @@ STEP_SIZES = {
 """Rule name -> ``alpha_t`` of agent ``i`` at round ``t`` (``Q_{t+1} = (1-alpha_t) Q_t + alpha_t U_t``)."""
 
 
+def experience_weight(rho, t):
+    """EWA ``N(t) = rho N(t-1) + 1`` from ``N(0) = 1``, by iterating (Camerer & Ho 1999)."""
+    N = 1.0
+    for _ in range(t):
+        N = rho * N + 1.0
+    return N
+
+
+def _update_logit_q(lp, i, t, q, payoff, action, rule):
+    alpha = STEP_SIZES[rule](lp, i, t)
+    return [(1.0 - alpha) * q[k] + alpha * payoff(k) for k in range(len(q))]
+
+
+def _update_ewa(lp, i, t, q, payoff, action):
+    """``A_j <- [phi N(t) A_j + (delta + (1 - delta) 1[j = a]) u(j, a_-i)] / N(t+1)``."""
+    phi, rho, delta = (_agent_value(lp[k], i) for k in ("phi", "rho", "delta"))
+    before, after = experience_weight(rho, t), experience_weight(rho, t + 1)
+    out = []
+    for k in range(len(q)):
+        weight = 1.0 if k == action else delta
+        out.append((phi * before * q[k] + weight * payoff(k)) / after)
+    return out
+
+
+def _update_hedge(lp, i, t, q, payoff, action):
+    """Cumulative payoffs ``S_k <- S_k + u(k, a_-i)`` for every action."""
+    return [q[k] + payoff(k) for k in range(len(q))]
+
+
+def _update_bandit_q(lp, i, t, q, payoff, action):
+    """Only the played action: ``Q_a <- (1 - alpha) Q_a + alpha u(a, a_-i)`` (realised payoff)."""
+    alpha = _agent_value(lp["alpha"], i)
+    out = list(q)
+    out[action] = (1.0 - alpha) * q[action] + alpha * payoff(action)
+    return out
+
+
+LEARNER_UPDATES = {
+    "logit_q": lambda *args: _update_logit_q(*args, rule="logit_q"),
+    "logit_q_decreasing": lambda *args: _update_logit_q(*args, rule="logit_q_decreasing"),
+    "ewa": _update_ewa,
+    "hedge": _update_hedge,
+    "bandit_q": _update_bandit_q,
+}
+"""Rule name -> ``(lp, i, t, q_row, payoff, action) -> new q_row`` for an agent that played:
+``payoff(k)`` is agent ``i``'s payoff had it played ``k`` against the observed others
+(``payoff(action)`` is the realised payoff)."""
+
+
+def policy_parameters(learner, lp, i):
+    """``(precision, eps)`` of agent ``i``'s logit policy: ``beta`` and ``eps``, or Hedge's ``eta`` and 0."""
+    if learner == "hedge":
+        return _agent_value(lp["eta"], i), 0.0
+    return _agent_value(lp["beta"], i), _agent_value(lp["eps"], i)
+
+
+def update_row(learner, lp, i, t, q_row, u_row, action):
+    """One agent's new state from its counterfactual payoff row ``u_row`` (float64 list)."""
+    q = [float(x) for x in q_row]
+    return np.array(LEARNER_UPDATES[learner](lp, i, t, q, lambda k: float(u_row[k]), int(action)))
+
+
 def log_policy(q_row, beta, eps):
     """``log((1 - eps) softmax(beta q) + eps / A)`` for one agent, float64."""
     z = beta * np.asarray(q_row, np.float64)
@@ -201,7 +267,7 @@ def episode_log_likelihood(
     mask = np.zeros((T, n), bool) if mask is None else np.asarray(mask, bool)
     params = _f64(mech_params)
     fn = PAYOFF_FUNCTIONS[family]
-    step = STEP_SIZES[learner]
+    update = LEARNER_UPDATES[learner]
     Q = np.zeros((n, num_actions)) if q0 is None else np.broadcast_to(np.asarray(q0, np.float64), (n, num_actions)).copy()
     total = 0.0
     log_policies = np.zeros((T, n, num_actions))
@@ -209,22 +275,22 @@ def episode_log_likelihood(
         present = [not bool(mask[t, j]) for j in range(n)]
         # policy of every agent from Q_t
         for i in range(n):
-            beta = _agent_value(learner_params["beta"], i)
-            eps = _agent_value(learner_params["eps"], i)
-            log_policies[t, i] = log_policy(Q[i], beta, eps)
+            precision, eps = policy_parameters(learner, learner_params, i)
+            log_policies[t, i] = log_policy(Q[i], precision, eps)
             if present[i]:
                 total += log_policies[t, i, int(actions[t, i])]
-        # update of agents that played, with counterfactual payoffs of the observed round
+        # update of agents that played, with payoffs of the observed round
         new_Q = Q.copy()
         for i in range(n):
             if not present[i]:
                 continue
-            alpha = step(learner_params, i, t)
-            for k in range(num_actions):
+
+            def payoff(k, i=i):
                 substituted = [int(x) for x in actions[t]]
                 substituted[i] = k
-                u = fn(params, substituted, present, i, num_actions=num_actions, **features)
-                new_Q[i, k] = (1.0 - alpha) * Q[i, k] + alpha * u
+                return fn(params, substituted, present, i, num_actions=num_actions, **features)
+
+            new_Q[i] = update(learner_params, i, t, [float(x) for x in Q[i]], payoff, int(actions[t, i]))
         Q = new_Q
     return total, log_policies
 

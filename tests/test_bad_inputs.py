@@ -308,7 +308,8 @@ CASES: list[Case] = [
          "> 0", "spec"),
     Case("spec-unknown-rule", OK_DATA, "spec_unknown_rule.toml",
          "error: {dir}/spec_unknown_rule.toml [learner]: unknown rule 'logit_qq' (did you mean "
-         "'logit_q'?); known: ['logit_q', 'logit_q_decreasing']", "spec"),
+         "'logit_q'?); known: ['bandit_q', 'ewa', 'hedge', 'logit_q', "
+         "'logit_q_decreasing']", "spec"),
     Case("spec-missing-learner-param", OK_DATA, "spec_missing_learner_param.toml",
          "error: {dir}/spec_missing_learner_param.toml [learner]: missing learner parameter 'eps' (a "
          "number, or a prior table)", "spec"),

@@ -574,3 +574,19 @@ def test_x64_switch_computes_in_float64(tmp_path):
         with xr.open_datatree(run / "posterior.nc", engine="h5netcdf") as tree:
             assert str(tree["posterior"]["c2"].dtype) == dtype
     assert not jax.config.jax_enable_x64  # the switch does not leak out of the command
+
+
+def test_bench_passes_its_arguments_to_the_speed_benchmark(tmp_path, capsys):
+    """``bayes-diml bench ARGS`` is ``benchmarks/speed.py ARGS``: a tiny run writes its JSON
+    with the machine named and a positive time per epoch; ``--help`` reaches speed.py."""
+    out = tmp_path / "speed.json"
+    status = main(["bench", "--quick", "--settings", "E2", "--sequential-for", "--repeats", "1", "--max-seconds", "1", "--out", str(out)])
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["host"]["cpu_count"] >= 1
+    results = [r for r in report["results"] if r.get("setting") == "E2"]
+    assert results and {r["method"] for r in results} <= {"associative", "sequential"}
+    assert all(r["seconds_per_epoch"] > 0 and r["compile_seconds"] > 0 for r in results)
+    assert subprocess.run(
+        [sys.executable, "-m", "bayes_diml", "bench", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout.startswith("usage: speed.py")

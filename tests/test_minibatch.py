@@ -143,3 +143,44 @@ def test_minibatch_step_memory_does_not_grow_with_the_data(setup):
     full = [compiled_step_memory(model, e, None) for e in (small, large)]
     assert minibatch[1] <= minibatch[0] + 8 * (large - small), minibatch
     assert full[1] > 5 * full[0], full  # the measurement does see data-sized buffers
+
+
+def test_minibatch_subsamples_observed_payoffs_with_their_episodes(setup):
+    """With an observed ``payoff`` column, a minibatch scores the payoff rows of the same
+    episodes as their actions: log joint - log prior = (E / B) sum_{e in S} (loglik_e + payoff_e),
+    ``payoff_e`` from a NumPy normal log density at the realised payoffs."""
+    import dataclasses
+
+    model = dataclasses.replace(setup[0], payoff_sigma=0.5)
+    _, _, actions, mask = setup
+    rng = np.random.default_rng(0)
+    payoff = rng.normal(size=actions.shape)
+    payoff[rng.random(actions.shape) < 0.3] = np.nan  # unobserved entries
+    payoff[1] += 3.0  # episode 1 fits badly: minibatches with and without it differ
+    prior_model = lambda: sample_params(model, num_episodes=NUM_EPISODES, observed=True)  # noqa: E731
+    names = [n for n, s in handlers.trace(handlers.seed(prior_model, 0)).get_trace().items() if s["type"] == "sample"]
+    mechanism = {k: jnp.asarray(v, jnp.float32) for k, v in TRUTH.items()}
+    values = dict(mechanism, d=mechanism["tau"] - mechanism["c1"])
+    latents = {n: values[n] for n in names}
+    log_prior, _ = log_density(prior_model, (), {}, latents)
+    params = {"mechanism": mechanism, "learner": LEARNER}
+    per_episode = np.asarray(log_likelihood_per_episode(model, params, (actions, mask)), np.float64)
+    realised = np.asarray(
+        jax.vmap(jax.vmap(lambda a, p: model.mechanism.payoffs(mechanism, a, p)))(actions, ~mask), np.float64
+    )
+    seen = np.isfinite(payoff) & ~np.asarray(mask)
+    density = -0.5 * ((payoff - realised) / 0.5) ** 2 - np.log(0.5 * np.sqrt(2 * np.pi))
+    per_episode = per_episode + np.where(seen, density, 0.0).sum(axis=(1, 2))
+    fn = lambda a, m, p: numpyro_model(model, a, m, p, batch_episodes=BATCH)  # noqa: E731
+    for index in subsets():
+        joint, _ = log_density(handlers.substitute(fn, data={"episode": index}), (actions, mask, jnp.asarray(payoff)), {}, latents)
+        expected = NUM_EPISODES / BATCH * per_episode[np.asarray(index)].sum()
+        np.testing.assert_allclose(float(joint - log_prior), expected, rtol=1e-5)
+
+
+def test_minibatch_with_per_episode_initial_is_refused(setup):
+    import dataclasses
+
+    model = dataclasses.replace(setup[0], initial="per_episode")
+    with pytest.raises(bd.DataError, match=r"batch_episodes.*initial = 'per_episode'"):
+        bd.fit(model, setup[1], method="svi", batch_episodes=BATCH, steps=10, progress=False)

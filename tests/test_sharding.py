@@ -68,6 +68,16 @@ SCRIPT = textwrap.dedent(
         out[tag + "_svi"] = {k: np.asarray(v).tolist() for k, v in result.posterior.items()}
         out[tag + "_fit_loglik_shape"] = list(np.shape(result.log_likelihood))
         out[tag + "_fit_loglik"] = np.asarray(result.log_likelihood).tolist()
+        # a per-episode initial state Q_0 (padded with the episodes) and observed payoffs
+        initial = jnp.asarray(np.random.default_rng(1).normal(size=(NUM_EPISODES, 3, 3)), jnp.float32)
+        out[tag + "_initial_per_episode"] = np.asarray(
+            log_likelihood_per_episode(model, dict(params, initial=initial), pair, shard=shard)).tolist()
+        observed = bd.simulate(model, params, num_episodes=NUM_EPISODES, num_rounds=12, seed=6,
+                               payoff_fraction=0.5, payoff_noise=0.1)
+        payoff_fit = bd.fit(model, observed, method="svi", seed=3, shard=shard, steps=20, map_steps=10,
+                            num_samples=10, progress=False, posterior_predictive_draws=2)
+        out[tag + "_payoff_svi"] = {k: np.asarray(v).tolist() for k, v in payoff_fit.posterior.items()}
+        out[tag + "_payoff_loglik"] = np.asarray(payoff_fit.log_likelihood).tolist()
     print(json.dumps(out))
     """
 )
@@ -114,3 +124,18 @@ def test_sharded_svi_fit_equals_unsharded_fit(run):
         np.testing.assert_allclose(run["sharded_svi"][name], value, rtol=RTOL, atol=ATOL, err_msg=name)
     assert run["sharded_fit_loglik_shape"] == [1, 40, NUM_EPISODES]
     np.testing.assert_allclose(run["sharded_fit_loglik"], run["single_fit_loglik"], rtol=RTOL, atol=ATOL)
+
+
+def test_sharded_per_episode_initial_equals_single_device(run):
+    single, sharded = np.asarray(run["single_initial_per_episode"]), np.asarray(run["sharded_initial_per_episode"])
+    assert single.shape == (NUM_EPISODES,)
+    assert not np.allclose(single, run["single_per_episode"])  # Q_0 really enters
+    np.testing.assert_allclose(sharded, single, rtol=RTOL, atol=ATOL)
+
+
+def test_sharded_fit_with_observed_payoffs_equals_unsharded_fit(run):
+    assert "payoff_sigma" in run["single_payoff_svi"]
+    for name, value in run["single_payoff_svi"].items():
+        np.testing.assert_allclose(run["sharded_payoff_svi"][name], value, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert np.shape(run["sharded_payoff_loglik"]) == (1, 10, NUM_EPISODES)
+    np.testing.assert_allclose(run["sharded_payoff_loglik"], run["single_payoff_loglik"], rtol=RTOL, atol=ATOL)

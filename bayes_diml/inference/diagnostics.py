@@ -4,10 +4,52 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["diagnose", "EBFMI_MIN"]
+__all__ = ["diagnose", "collapsed_learner_parameters", "EBFMI_MIN", "COLLAPSE_CORRELATION"]
 
 EBFMI_MIN = 0.3
 """E-BFMI below this suggests the sampler explores the energy distribution poorly (Betancourt 2016)."""
+
+COLLAPSE_CORRELATION = 0.95
+"""|posterior correlation| between two learner parameters above this is reported: the
+data inform (nearly) only a combination of the two."""
+
+
+def collapsed_learner_parameters(fit, threshold: float = COLLAPSE_CORRELATION) -> list[tuple[str, str, float]]:
+    """Pairs of unknown scalar learner parameters whose posterior correlation exceeds
+    ``threshold`` in absolute value: ``[(name_a, name_b, correlation), ...]``.
+
+    Learning rules can have parameters that act on play only through a combination.
+    In EWA (Camerer & Ho 1999, §2) the attractions follow
+    ``A_t = (phi N_{t-1} A_{t-1} + w_t U_t) / N_t`` with ``N_t = rho N_{t-1} + 1``;
+    once ``N_t`` has settled at ``1 / (1 - rho)``, the update is ``A_t = phi A_{t-1} + (1 - rho) w_t U_t``: ``rho``
+    then only rescales the payoffs, trading against ``lambda`` (beta) and the
+    foregone-payoff weight ``delta``, and long episodes pin only the products.
+    Detected generically from the draws, for any learner.
+    """
+    names = [n for n in fit.model.learner_priors if n not in fit.model.per_agent]
+    names += [f"{n}_mean" for n in fit.model.per_agent]
+    draws = {}
+    for name in names:
+        values = np.asarray(fit.posterior.get(name, np.empty(0)), float)
+        if values.ndim == 2 and values.size > 2 and np.std(values) > 0:
+            draws[name] = values.ravel()
+    out = []
+    keys = list(draws)
+    for a in range(len(keys)):
+        for b in range(a + 1, len(keys)):
+            r = float(np.corrcoef(draws[keys[a]], draws[keys[b]])[0, 1])
+            if abs(r) > threshold:
+                out.append((keys[a], keys[b], r))
+    return out
+
+
+def _collapse_warnings(fit) -> list[str]:
+    return [
+        f"Learner parameters '{a}' and '{b}' move together in the posterior (correlation {r:+.2f}): "
+        f"the data inform mainly a combination of the two, not each one; fix one of them to a number, "
+        f"or read only their combination."
+        for a, b, r in collapsed_learner_parameters(fit)
+    ]
 
 
 def _extreme(dataset, reducer) -> float:
@@ -22,11 +64,14 @@ def diagnose(fit) -> dict:
 
     MCMC: max R-hat (rank-normalised), min bulk and tail ESS over the natural
     parameters, the number of divergences, E-BFMI per chain. SVI and MAP have
-    no MCMC diagnostics; their optimisation summary is returned instead.
+    no MCMC diagnostics; their optimisation summary is returned instead. For
+    every method, pairs of learner parameters that collapse onto each other
+    (``collapsed_learner_parameters``) are reported in plain words.
     """
     from .results import ESS_MIN, RHAT_MAX
 
     out: dict = {"method": fit.method, "warnings": []}
+    out["warnings"].extend(_collapse_warnings(fit))
     if fit.method != "nuts":
         out.update({k: fit.info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in fit.info})
         out["warnings"].append(
@@ -52,6 +97,7 @@ def diagnose(fit) -> dict:
     out["ebfmi"] = [float(x) for x in np.ravel(ebfmi)]
     out["mean_leapfrog_steps"] = float(np.mean(fit.sample_stats["n_steps"]))
     w = out["warnings"]
+    collapse = list(w)
     if fit.num_chains < 2:
         w.append("Only one chain: R-hat cannot be computed; run at least 4 chains to check convergence.")
     elif out["max_rhat"] > RHAT_MAX:
@@ -68,5 +114,5 @@ def diagnose(fit) -> dict:
         )
     if any(x < EBFMI_MIN for x in out["ebfmi"]):
         w.append(f"E-BFMI below {EBFMI_MIN} in some chain: the sampler explores the energy poorly.")
-    out["ok"] = not w
+    out["ok"] = not [x for x in w if x not in collapse]
     return out

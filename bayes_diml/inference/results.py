@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..model import Model
+from ..priors import Prior
 
 __all__ = ["Fit", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
@@ -66,7 +67,8 @@ class Fit:
 
     def params_draws(self, index=None) -> dict:
         """Natural parameters of every draw: ``{"mechanism": {...}, "learner": {...}}``
-        with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
+        (plus ``"initial"``, the learned ``Q_0``, and ``"payoff_sigma"`` where the model
+        has them) with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
         S = self.num_total_draws
         mechanism = {}
         for name, shape in self.model.mechanism.param_shapes().items():
@@ -81,6 +83,13 @@ class Fit:
             else:
                 learner[name] = jnp.full((S,), float(self.model.fixed_learner_params[name]))
         params = {"mechanism": mechanism, "learner": learner}
+        if self.model.learned_initial:
+            q0 = np.asarray(self.posterior["q0"])
+            params["initial"] = jnp.asarray(np.reshape(q0, (S, *q0.shape[2:])))
+        if "payoff_sigma" in self.posterior:
+            params["payoff_sigma"] = jnp.asarray(np.reshape(self.posterior["payoff_sigma"], (S,)))
+        elif not isinstance(self.model.payoff_sigma, Prior) and getattr(self.data, "payoff", None) is not None:
+            params["payoff_sigma"] = jnp.full((S,), float(self.model.payoff_sigma))
         if index is not None:
             params = jax.tree.map(lambda v: v[np.asarray(index)], params)
         return params
@@ -159,7 +168,8 @@ class Fit:
         """The fit as an ArviZ 1.x ``xarray.DataTree``.
 
         Groups: posterior, sample_stats (NUTS), log_likelihood (``actions``, dims
-        chain, draw, episode), posterior_predictive (``action_frequency``, dims
+        chain, draw, episode; with observed payoffs it includes their density),
+        log_prior (one variable per sampled site, dims chain, draw), posterior_predictive (``action_frequency``, dims
         chain, draw, round, action), observed_data (actions, mask, action
         frequencies) and constant_data (fixed learner parameters; the spec in attrs).
         """
@@ -191,15 +201,28 @@ class Fit:
             {"actions": ["episode", "round", "agent"], "mask": ["episode", "round", "agent"], "action_frequency": ["round", "action"]},
             coords,
         )
+        log_prior = self.log_prior_draws()
+        if log_prior:
+            tree["log_prior"] = _group("log_prior", log_prior, {}, coords)
         fixed = {k: np.asarray(v) for k, v in self.model.fixed_learner_params.items()}
         tree["constant_data"] = _group("constant_data", fixed or {"num_actions": np.asarray(self.model.num_actions)}, {}, coords)
         return tree
+
+    def log_prior_draws(self) -> dict[str, np.ndarray]:
+        """Log prior density of every draw per sampled site, ``{site: (chain, draw)}``."""
+        from .numpyro_model import draws_log_prior, observed_payoffs
+
+        return draws_log_prior(
+            self.model, self.posterior, self.data.num_episodes, observed_payoffs(self.data) is not None
+        )
 
     # ------------------------------------------------------- summaries
     def summary_variables(self) -> list[str]:
         """Natural mechanism parameters and unknown learner parameters (small ones first)."""
         names = [n for n in self.model.mechanism.param_shapes() if np.prod(self.model.mechanism.param_shapes()[n]) <= 500]
         names += [n for n in self.model.learner_priors]
+        names += [f"{n}_{part}" for n in self.model.per_agent for part in ("mean", "spread")]
+        names += [n for n in ("q0_spread", "payoff_sigma") if n in self.posterior]
         return names or list(self.posterior)[:5]
 
     def summary(self, var_names=None):
@@ -213,6 +236,53 @@ class Fit:
         from .diagnostics import diagnose
 
         return diagnose(self)
+
+    def sensitivity(self, var_names=None, threshold: float = 0.05):
+        """Which quantities the prior dominates: power-scaling sensitivity.
+
+        Power-scales the prior and the likelihood, ``p(theta)^a`` and ``p(y | theta)^a``
+        for ``a`` near 1, and measures how far each posterior marginal moves (the
+        cumulative Jensen-Shannon distance per unit of ``log a``), by importance
+        weighting the draws without refitting (Kallioinen, Paananen, Bürkner &
+        Vehtari 2024, Stat Comput 34:57; ArviZ ``psense_summary``).
+
+        Args:
+            var_names: posterior variables (default ``summary_variables()``).
+            threshold: sensitivity above which a component counts as influential.
+
+        Returns:
+            DataFrame indexed by variable with columns ``prior``, ``likelihood``
+            (sensitivities), ``diagnosis`` (ArviZ's) and ``meaning`` (plain words):
+            a prior sensitivity above ``threshold`` with a weak likelihood sensitivity
+            means the prior, not the data, determines that quantity.
+        """
+        import logging
+
+        import arviz_stats
+
+        tree = self.to_arviz()
+        if "log_prior" not in tree.children or "log_likelihood" not in tree.children:
+            raise ValueError("sensitivity needs the log_prior and log_likelihood groups (a fit with unknowns)")
+        names = var_names or self.summary_variables()
+        logger = logging.getLogger("arviz_stats")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # the plain-words column below replaces ArviZ's generic warning
+        try:
+            table = arviz_stats.psense_summary(tree, var_names=names, threshold=threshold, round_to=6)
+        finally:
+            logger.setLevel(level)
+
+        def meaning(row) -> str:
+            if row["prior"] >= threshold and row["likelihood"] >= threshold:
+                return "prior and data disagree: the prior pulls against the data"
+            if row["prior"] >= threshold:
+                return "the prior dominates: the data say little about this quantity"
+            if row["likelihood"] >= threshold:
+                return "the data dominate"
+            return "neither scaling moves it noticeably"
+
+        table["meaning"] = table.apply(meaning, axis=1)
+        return table
 
     # ------------------------------------------------ derived quantities
     def payoff_differences(self, queries, truth: dict | None = None):

@@ -3,13 +3,21 @@
 Each runner takes the NumPyro model (closed over the ``Model``), the data
 arrays and a key, and returns ``(posterior, sample_stats, info)`` where
 ``posterior`` maps every latent and deterministic site to an array with leading
-``(chain, draw)`` axes.
+``(chain, draw)`` axes. The model's arguments are ``(actions, mask, payoff)``
+(``payoff``: observed payoffs, NaN where unobserved, or ``None``).
+
+None of them returns a silently non-finite posterior: the optimisers (MAP, the
+SVI ELBO, NUTS's Adam warm start) track, inside their jitted loops, the first
+step whose loss or gradient is not finite and stop there with a ``FitError``
+naming the step and the parameters; NUTS checks its initial point and its draws.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +26,10 @@ import optax
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_median, init_to_sample
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro import handlers
-from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
+from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 from numpyro.optim import optax_to_numpyro
+
+from ..errors import FitError
 
 __all__ = ["run_nuts", "run_svi", "run_map", "nuts_chain_method", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
 
@@ -37,6 +47,143 @@ _STAT_NAMES = {
 }
 
 
+# ------------------------------------------------------------ non-finite watch
+class _Watch(NamedTuple):
+    """The first non-finite step of an optimiser, tracked inside its jitted loop.
+
+    ``step`` is -1 while every loss and gradient so far was finite; after that it
+    holds the first bad step (1-based), ``loss`` the loss there, and ``nan`` /
+    ``inf`` the gradient's NaN / infinite entries there (PyTrees of bools).
+    """
+
+    step: Any
+    loss: Any
+    nan: Any
+    inf: Any
+
+
+def _watch_start(params, loss_dtype) -> _Watch:
+    false = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), bool), params)
+    return _Watch(jnp.int32(-1), jnp.zeros((), loss_dtype), false, false)
+
+
+def _watch(watch: _Watch, step, loss, grads, active=True) -> _Watch:
+    """Record ``step`` if it is the first whose loss or gradient is not finite."""
+    nan = jax.tree.map(jnp.isnan, grads)
+    inf = jax.tree.map(jnp.isinf, grads)
+    bad = [jnp.any(n | i) for n, i in zip(jax.tree.leaves(nan), jax.tree.leaves(inf))]
+    fine = jnp.isfinite(loss) & ~jnp.any(jnp.stack(bad)) if bad else jnp.isfinite(loss)
+    first = (watch.step < 0) & ~fine & active
+    pick = lambda new, old: jnp.where(first, new, old)  # noqa: E731
+    return _Watch(
+        pick(jnp.asarray(step, jnp.int32), watch.step),
+        pick(loss, watch.loss),
+        jax.tree.map(pick, nan, watch.nan),
+        jax.tree.map(pick, inf, watch.inf),
+    )
+
+
+def _site_labeller(fn):
+    """``site name -> 'mechanism.NAME'`` or ``'learner.NAME'`` for ``partial(numpyro_model, model)``."""
+    model = fn.args[0] if isinstance(fn, functools.partial) and fn.args else None
+    if not hasattr(model, "learner_priors"):
+        return lambda name: name
+    learner = set(model.learner_priors)
+    return lambda name: f"learner.{name}" if name in learner else f"mechanism.{name}"
+
+
+def _describe(value) -> str:
+    value = float(value)
+    return "NaN" if np.isnan(value) else ("infinite" if np.isinf(value) else f"finite: {value:.6g}")
+
+
+def _failure(where: str, loss, bad: dict[str, str], hint: str = "") -> FitError:
+    """``FitError`` for a step whose loss or gradient was not finite.
+
+    ``bad``: parameter label -> ``"NaN"`` or ``"infinite"`` (its gradient).
+    """
+    if bad:
+        names = ", ".join(f"'{name}'" for name in bad)
+        kind = "NaN" if "NaN" in bad.values() else "infinite"
+        what = f"the gradient of {names} is {kind}" if len(bad) == 1 else f"the gradients of {names} are {kind}"
+        message = f"{where}: {what} (loss was {_describe(loss)})"
+    else:
+        message = f"{where}: the loss is {_describe(loss).split(':')[0]} (its gradient is finite)"
+    hint = hint or "try a smaller learning rate, tighter priors, or float64 (--x64)"
+    return FitError(f"{message}; the fit stopped ({hint})")
+
+
+def _bad_gradients(nan: dict, inf: dict, sites) -> dict[str, str]:
+    """Label -> kind for every parameter with a non-finite gradient entry.
+
+    ``sites(name, mask)`` maps a gradient leaf to the model sites it belongs to.
+    """
+    bad: dict[str, str] = {}
+    for name in nan:
+        is_nan, is_inf = np.asarray(nan[name]), np.asarray(inf[name])
+        for label in sites(name, is_nan | is_inf) if (is_nan.any() or is_inf.any()) else ():
+            if bad.get(label) != "NaN":
+                bad[label] = "NaN" if is_nan.any() else "infinite"
+    return bad
+
+
+def _raise_if_bad(watch: _Watch, stage: str, total: int, sites, restarts: bool = False) -> None:
+    """Raise ``FitError`` if the watch (leading restart axis if ``restarts``) saw a bad step."""
+    step = np.atleast_1d(np.asarray(watch.step))
+    if not np.any(step >= 0):
+        return
+    which = int(np.argmin(np.where(step >= 0, step, np.iinfo(np.int32).max)))
+    pick = (lambda tree: jax.tree.map(lambda v: np.asarray(v)[which], tree)) if restarts else (lambda tree: tree)
+    where = f"{stage} step {int(step[which])} of {total}" + (f" (restart {which})" if restarts and step.size > 1 else "")
+    loss = np.asarray(watch.loss).reshape(-1)[which]
+    raise _failure(where, loss, _bad_gradients(pick(watch.nan), pick(watch.inf), sites))
+
+
+def _check_draws(stage: str, posterior: dict, potential_energy, fn, args, latents) -> None:
+    """``FitError`` naming the parameter and the (chain, draw) of the first non-finite draw,
+    or the parameters whose gradient is not finite where the potential energy is not."""
+    label = _site_labeller(fn)
+    for name, values in posterior.items():
+        values = np.asarray(values)
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            chain, draw = (int(i) for i in np.argwhere(~np.isfinite(values.reshape(*values.shape[:2], -1)).any(-1))[0])
+            kind = "NaN" if np.isnan(values[chain, draw]).any() else "infinite"
+            raise FitError(
+                f"{stage}: parameter '{label(name)}' is {kind} at draw {draw} of chain {chain}; the fit stopped "
+                "(try tighter priors, a higher target_accept, or float64 (--x64))"
+            )
+    if potential_energy is None:
+        return
+    potential_energy = np.asarray(potential_energy)
+    if np.all(np.isfinite(potential_energy)):
+        return
+    chain, draw = (int(i) for i in np.argwhere(~np.isfinite(potential_energy))[0])
+    values = {k: jnp.asarray(posterior[k][chain, draw]) for k in latents}
+    grads = jax.grad(lambda v: log_density(fn, args, {}, v)[0])(values)
+    bad = _bad_gradients(jax.tree.map(jnp.isnan, grads), jax.tree.map(jnp.isinf, grads), lambda n, m: [label(n)])
+    raise _failure(f"{stage} draw {draw} of chain {chain}", potential_energy[chain, draw], bad, "the log density is not finite at an accepted draw")
+
+
+def _guide_sites(auto, label):
+    """Guide parameter name (and its non-finite mask) -> the model sites it belongs to."""
+
+    def sites(name, mask):
+        for suffix in ("_auto_loc", "_auto_scale"):
+            if name.endswith(suffix):
+                return [label(name[: -len(suffix)])]
+        unpack = getattr(auto, "_unpack_latent", None)
+        mask = np.asarray(mask)
+        if unpack is not None and mask.ndim >= 1:  # a flat latent vector (lowrank): split it by site
+            try:
+                parts = unpack(jnp.asarray(mask.reshape(mask.shape[0], -1).any(axis=1), jnp.float32))
+                return [label(site) for site, flags in parts.items() if np.any(np.asarray(flags))]
+            except (ValueError, TypeError):
+                pass
+        return [f"{name} (guide)"]
+
+    return sites
+
+
 # ------------------------------------------------------------------ compiled once per model and shape
 # The runners below keep every jitted function at module level, keyed on hashable static
 # arguments (the model function from ``numpyro_model.model_function``, a cached optimiser,
@@ -49,9 +196,19 @@ def _adam(learning_rate: float):
     return optax.adam(learning_rate)
 
 
-def _potential(fn, z, key, actions, mask):
+def _loss_dtype():
+    return jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is on
+
+
+def _priors_only(fn):
+    """``fn`` sampling its priors only (``numpyro_model(..., priors_only=True)``): the data
+    set only shapes (the number of episodes) and whether observed payoffs enter."""
+    return functools.partial(fn, priors_only=True)
+
+
+def _potential(fn, z, key, actions, mask, payoff=None):
     """Negative log joint at unconstrained ``z``; ``key`` draws the minibatch when ``fn`` subsamples."""
-    return potential_energy(handlers.seed(fn, key), (actions, mask), {}, z)
+    return potential_energy(handlers.seed(fn, key), (actions, mask, payoff), {}, z)
 
 
 def _latent_values(trace) -> dict:
@@ -59,51 +216,65 @@ def _latent_values(trace) -> dict:
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "init_strategy"))
-def _prior_starts(fn, keys, init_strategy=None):
+def _prior_starts(fn, keys, actions, mask, payoff=None, init_strategy=None):
     """Unconstrained starting points, one per key (``init_strategy``, by default
-    ``init_to_shrunk_sample``, applied to the priors only: the data are not touched)."""
+    ``init_to_shrunk_sample``, applied to the priors only: the likelihood is not evaluated)."""
+    prior = _priors_only(fn)
+    args = (actions, mask, payoff)
 
     def one(key):
         strategy = init_to_shrunk_sample if init_strategy is None else init_strategy
-        seeded = handlers.substitute(handlers.seed(fn, key), substitute_fn=strategy)
-        values = _latent_values(handlers.trace(seeded).get_trace(None, None))
-        return unconstrain_fn(fn, (None, None), {}, values)
+        seeded = handlers.substitute(handlers.seed(prior, key), substitute_fn=strategy)
+        values = _latent_values(handlers.trace(seeded).get_trace(*args))
+        return unconstrain_fn(prior, args, {}, values)
 
     return jax.vmap(one)(keys)
 
 
 @functools.partial(jax.jit, static_argnames=("fn",))
-def _constrain(fn, z):
+def _constrain(fn, z, actions, mask, payoff=None):
     """Latent and deterministic sites from unconstrained draws with a leading axis."""
-    return jax.vmap(lambda v: constrain_fn(fn, (None, None), {}, v, return_deterministic=True))(z)
+    prior = _priors_only(fn)
+    return jax.vmap(lambda v: constrain_fn(prior, (actions, mask, payoff), {}, v, return_deterministic=True))(z)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "optimizer", "block"))
-def _map_block(fn, optimizer, block, z, state, keys, actions, mask):
-    """``block`` Adam steps on the negative log joint for every restart (leading axis)."""
+def _map_block(fn, optimizer, block, z, state, watch, first, num_active, keys, actions, mask, payoff=None):
+    """``block`` Adam steps on the negative log joint for every restart (leading axis),
+    steps ``first + 1 .. first + block``; steps after ``first + num_active`` leave ``z``
+    unchanged. Every step's loss and gradient go through the non-finite watch."""
 
-    def run(z, state, key):
-        def step(carry, k):
-            z, state = carry
-            loss, grad = jax.value_and_grad(_potential, argnums=1)(fn, z, k, actions, mask)
-            updates, state = optimizer.update(grad, state, z)
-            return (optax.apply_updates(z, updates), state), loss
+    def run(z, state, watch, key):
+        def step(carry, inputs):
+            z, state, watch = carry
+            i, k = inputs
+            loss, grad = jax.value_and_grad(_potential, argnums=1)(fn, z, k, actions, mask, payoff)
+            active = i < num_active
+            watch = _watch(watch, first + i + 1, loss, grad, active)
+            updates, new_state = optimizer.update(grad, state, z)
+            keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+            return (jax.tree.map(keep, optax.apply_updates(z, updates), z), jax.tree.map(keep, new_state, state), watch), loss
 
-        return jax.lax.scan(step, (z, state), jax.random.split(key, block))
+        return jax.lax.scan(step, (z, state, watch), (jnp.arange(block), jax.random.split(key, block)))
 
-    (z, state), losses = jax.vmap(run)(z, state, keys)
-    return z, state, losses
+    (z, state, watch), losses = jax.vmap(run)(z, state, watch, keys)
+    return z, state, watch, losses
 
 
 @functools.partial(jax.jit, static_argnames=("fn",))
-def _potentials(fn, z, key, actions, mask):
-    return jax.vmap(lambda v: _potential(fn, v, key, actions, mask))(z)
+def _potentials(fn, z, key, actions, mask, payoff=None):
+    return jax.vmap(lambda v: _potential(fn, v, key, actions, mask, payoff))(z)
 
 
 @functools.partial(jax.jit, static_argnames=("fn",))
-def _potential_hessian(fn, z, actions, mask):
+def _potential_and_grad(fn, z, actions, mask, payoff=None):
+    return jax.value_and_grad(_potential, argnums=1)(fn, z, jax.random.key(0), actions, mask, payoff)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _potential_hessian(fn, z, actions, mask, payoff=None):
     flat, unravel = jax.flatten_util.ravel_pytree(z)
-    return jax.hessian(lambda f: _potential(fn, unravel(f), jax.random.key(0), actions, mask))(flat)
+    return jax.hessian(lambda f: _potential(fn, unravel(f), jax.random.key(0), actions, mask, payoff))(flat)
 
 
 @functools.lru_cache(maxsize=32)
@@ -122,29 +293,51 @@ def _svi_program(fn, guide: str, rank: int | None, learning_rate: float, num_par
 
 
 @functools.partial(jax.jit, static_argnames=("svi", "block"))
-def _svi_block(svi, block, state, num_active, actions, mask):
-    """``block`` SVI steps in one call; steps ``>= num_active`` leave the state unchanged
-    (the last, shorter block is masked rather than compiled as a second length)."""
+def _svi_block(svi, block, state, num_active, actions, mask, payoff=None, watch=None, first=0):
+    """``block`` SVI steps (steps ``first + 1 .. first + block``) in one call; steps
+    ``>= num_active`` leave the state unchanged (the last, shorter block is masked rather
+    than compiled as a second length).
 
-    def step(state, i):
-        new, loss = svi.update(state, actions, mask)
+    Each step is NumPyro's ``SVI.update`` (the ELBO loss at the constrained guide
+    parameters, its gradient, one optimiser update) written out so that the loss and
+    gradient go through the non-finite watch. Returns ``((state, watch), losses)``.
+    """
+    args = (actions, mask, payoff)
+    with_value = "value" in inspect.signature(svi.optim.update).parameters  # numpyro >= 0.20 passes the loss
+
+    def loss_of(params, rng_key):
+        return svi.loss.loss(rng_key, svi.constrain_fn(params), svi.model, svi.guide, *args)
+
+    if watch is None:
+        watch = _watch_start(svi.optim.get_params(state.optim_state), _loss_dtype())
+
+    def step(carry, i):
+        state, watch = carry
+        rng_key, rng_step = jax.random.split(state.rng_key)
+        params = svi.optim.get_params(state.optim_state)
+        loss, grads = jax.value_and_grad(loss_of)(params, rng_step)
         active = i < num_active
-        return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), loss
+        watch = _watch(watch, first + i + 1, loss, grads, active)
+        extra = {"value": loss} if with_value else {}
+        new = state._replace(optim_state=svi.optim.update(grads, state.optim_state, **extra), rng_key=rng_key)
+        return (jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), watch), loss
 
-    return jax.lax.scan(step, state, jnp.arange(block))
+    return jax.lax.scan(step, (state, watch), jnp.arange(block))
 
 
 @functools.partial(jax.jit, static_argnames=("svi", "num_samples"))
-def _guide_draws(svi, key, params, num_samples):
+def _guide_draws(svi, key, params, num_samples, actions, mask, payoff=None):
     """Latent and deterministic sites of ``num_samples`` draws from the fitted guide (priors
-    only in the model: the data are not touched)."""
+    only in the model: the likelihood is not evaluated)."""
+    args = (actions, mask, payoff)
+    prior = _priors_only(svi.model)
 
     def one(k):
         k_guide, k_model = jax.random.split(k)
         guide = handlers.seed(handlers.substitute(svi.guide, data=params), k_guide)
-        latents = _latent_values(handlers.trace(guide).get_trace(None, None))
-        model = handlers.seed(handlers.substitute(svi.model, data=latents), k_model)
-        trace = handlers.trace(model).get_trace(None, None)
+        latents = _latent_values(handlers.trace(guide).get_trace(*args))
+        model = handlers.seed(handlers.substitute(prior, data=latents), k_model)
+        trace = handlers.trace(model).get_trace(*args)
         return {
             n: s["value"]
             for n, s in trace.items()
@@ -160,37 +353,66 @@ def _subsampled(fn, batch_episodes: int):
     return functools.partial(fn, batch_episodes=batch_episodes)
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "steps"))
-def _descend(fn, z, actions, mask, steps):
-    optimizer = _adam(0.05)
-    key = jax.random.key(0)  # the full-data model draws nothing
+def _adam_blocks(fn, z, key, args, learning_rate: float, steps: int, block: int, stage: str, progress=False, desc=""):
+    """Adam on the negative log joint from ``z`` (leading restart axis, vmapped), ``steps``
+    steps in jitted blocks of ``block`` (``_map_block``; the one optimiser loop of MAP, the
+    SVI warm start and the NUTS warm start).
 
-    def step(carry, _):
-        z, state = carry
-        grad = jax.grad(_potential, argnums=1)(fn, z, key, actions, mask)
-        updates, state = optimizer.update(grad, state, z)
-        return (optax.apply_updates(z, updates), state), None
+    Every step's loss and gradient are checked inside the loop (``_Watch``); the host
+    looks once per block and raises ``FitError`` at the first bad step.
+    Returns ``(z, losses (restarts, steps))``.
+    """
+    from tqdm.auto import tqdm
 
-    (z, _), _ = jax.lax.scan(step, (z, optimizer.init(z)), None, length=steps)
-    return z, _potential(fn, z, key, actions, mask)
+    optimizer = _adam(learning_rate)
+    block = max(1, min(block, steps))
+    state = jax.vmap(optimizer.init)(z)
+    watch = jax.vmap(lambda v: _watch_start(v, _loss_dtype()))(z)
+    label = _site_labeller(fn)
+    sites = lambda name, mask: [label(name)]  # noqa: E731
+    restarts = jax.tree.leaves(z)[0].shape[0]
+    trace = []
+    num_blocks = -(-steps // block)
+    for b in tqdm(range(num_blocks), desc=desc or stage, disable=not progress, unit=f"x{block} steps"):
+        keys = jax.random.split(jax.random.fold_in(key, b), restarts)
+        z, state, watch, losses = _map_block(fn, optimizer, block, z, state, watch, b * block, min(block, steps - b * block), keys, *args)
+        trace.append(np.asarray(losses))
+        _raise_if_bad(watch, stage, steps, sites, restarts=True)
+    return z, np.concatenate(trace, axis=1)[:, :steps]
 
 
-def _preconditioner(fn, z0, actions, mask, dense: bool, steps: int = 300):
+def _check_start(fn, z, args, stage: str) -> None:
+    """``FitError`` naming the parameters whose gradient is not finite at the start ``z``
+    (or saying the log density is not finite there)."""
+    value, grads = _potential_and_grad(fn, z, *args)
+    nan, inf = jax.tree.map(jnp.isnan, grads), jax.tree.map(jnp.isinf, grads)
+    if np.isfinite(float(value)) and not any(bool(jnp.any(n | i)) for n, i in zip(jax.tree.leaves(nan), jax.tree.leaves(inf))):
+        return
+    label = _site_labeller(fn)
+    bad = _bad_gradients(nan, inf, lambda name, m: [label(name)])
+    raise _failure(f"{stage} initial point", value, bad, "the model's log density is not finite where the fit starts")
+
+
+def _preconditioner(fn, z0, args, dense: bool, steps: int = 300):
     """A short Adam run towards the mode; with ``dense``, the inverse Hessian there.
 
-    Returns ``(z, inverse_mass_matrix or None)``. Falls back to ``(z0, None)``
-    when the Hessian is not positive definite (the start is not near a mode).
+    Returns ``(z, inverse_mass_matrix or None)``; ``None`` when the Hessian is
+    not positive definite (the start is not near a mode). A non-finite loss or
+    gradient on the way raises ``FitError``.
     """
-    z, value = _descend(fn, z0, actions, mask, steps)
-    flat, _ = jax.flatten_util.ravel_pytree(z)
-    if not bool(jnp.all(jnp.isfinite(flat))) or not bool(jnp.isfinite(value)):
-        return z0, None
+    z, _ = _adam_blocks(
+        fn, jax.tree.map(lambda v: v[None], z0), jax.random.key(0), args, 0.05, steps, steps, "NUTS warm start (Adam)"
+    )
+    z = jax.tree.map(lambda v: v[0], z)
     if not dense:
         return z, None
-    hessian = np.asarray(_potential_hessian(fn, z, actions, mask), np.float64)
+    flat, _ = jax.flatten_util.ravel_pytree(z)
+    hessian = np.asarray(_potential_hessian(fn, z, *args), np.float64)
     hessian = 0.5 * (hessian + hessian.T)
+    if not np.all(np.isfinite(hessian)):
+        return z, None
     eigenvalues, vectors = np.linalg.eigh(hessian)
-    if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
+    if eigenvalues.min() <= 0:
         return z, None
     inverse = (vectors / eigenvalues) @ vectors.T
     return z, jnp.asarray(inverse, flat.dtype)
@@ -250,6 +472,7 @@ def run_nuts(
     max_tree_depth: int = 10,
     progress: bool = True,
     chain_method: str | None = None,
+    payoff=None,
 ):
     """NUTS (Hoffman & Gelman 2014) with NumPyro; dense mass for small models.
 
@@ -258,13 +481,15 @@ def run_nuts(
     matrix, so early warmup does not spend thousands of leapfrog steps learning
     the posterior's scales (a well-scaled start; adaptation then goes on as usual).
     """
+    args = (actions, mask, payoff)
     k_init, k_run = jax.random.split(key)
-    z0 = jax.tree.map(lambda v: v[0], _prior_starts(fn, jax.random.split(k_init, 1), init_to_median))
+    z0 = jax.tree.map(lambda v: v[0], _prior_starts(fn, jax.random.split(k_init, 1), *args, init_strategy=init_to_median))
+    _check_start(fn, z0, args, "NUTS")
     dim = int(jax.flatten_util.ravel_pytree(z0)[0].size)
     if dense_mass is None:
         dense_mass = dim <= DENSE_MASS_MAX_DIM
     chain_method = nuts_chain_method(num_chains, chain_method)
-    z_start, inverse_mass = _preconditioner(fn, z0, actions, mask, dense_mass)
+    z_start, inverse_mass = _preconditioner(fn, z0, args, dense_mass)
     kernel = NUTS(
         fn,
         dense_mass=dense_mass,
@@ -284,11 +509,12 @@ def run_nuts(
     )
     start = time.perf_counter()
     init_params = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains, *v.shape)), z_start) if num_chains > 1 else z_start
-    mcmc.run(k_run, actions, mask, extra_fields=_NUTS_FIELDS, init_params=init_params)
+    mcmc.run(k_run, *args, extra_fields=_NUTS_FIELDS, init_params=init_params)
     seconds = time.perf_counter() - start
     posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     fields = mcmc.get_extra_fields(group_by_chain=True)
     stats = {_STAT_NAMES[k]: np.asarray(v) for k, v in fields.items()}
+    _check_draws("NUTS", posterior, stats["lp"], fn, args, list(z0))
     stats["lp"] = -stats["lp"]
     stats["tree_depth"] = np.floor(np.log2(stats["n_steps"])).astype(int) + 1
     info = {
@@ -323,6 +549,7 @@ def run_svi(
     batch_episodes: int | None = None,
     progress: bool = True,
     block: int = 100,
+    payoff=None,
 ):
     """Stochastic variational inference: AutoNormal or AutoLowRankMultivariateNormal.
 
@@ -337,10 +564,12 @@ def run_svi(
     uses a random minibatch of ``B`` episodes with the log-likelihood scaled by
     ``num_episodes / B`` (an unbiased ELBO gradient; ``numpyro_model``), so the
     memory of a step does not grow with the number of episodes. Steps run
-    ``block`` at a time in one compiled call (a shorter last block is masked).
+    ``block`` at a time in one compiled call (a shorter last block is masked), with
+    every step's loss and gradient watched: ``FitError`` at the first non-finite one.
     """
     from tqdm.auto import tqdm
 
+    args = (actions, mask, payoff)
     num_episodes = int(actions.shape[0])
     if batch_episodes is not None:
         if not 1 <= int(batch_episodes) <= num_episodes:
@@ -349,33 +578,36 @@ def run_svi(
     map_steps = steps // 2 if map_steps is None else map_steps
     k_map, k_init, k_run, k_draw = jax.random.split(key, 4)
     if map_steps > 0:
-        z, finals, _, _ = _map_optimize(fn, actions, mask, k_map, map_steps, map_learning_rate, 1, block, progress)
+        try:
+            z, _, _, _ = _map_optimize(fn, args, k_map, map_steps, map_learning_rate, 1, block, progress)
+        except FitError as err:
+            raise FitError(f"SVI warm start: {err}") from None
     else:
-        z = _prior_starts(fn, jax.random.split(k_map, 1))
+        z = _prior_starts(fn, jax.random.split(k_map, 1), *args)
     z = jax.tree.map(lambda v: v[0], z)
     svi = _svi_program(fn, guide, rank, learning_rate, num_particles, num_episodes)
     if svi.guide.prototype_trace is None:
-        svi.init(k_init, actions, mask)  # sets the guide up (once per configuration)
+        svi.init(k_init, *args)  # sets the guide up (once per configuration)
     if guide == "normal":
         start_locs = {f"{name}_{svi.guide.prefix}_loc": value for name, value in z.items()}
     else:
         # the low-rank guide's loc is the latents flattened in the guide's own site order
         flat = jnp.concatenate([jnp.reshape(z[name], -1) for name in svi.guide._init_locs])
         start_locs = {f"{svi.guide.prefix}_loc": flat}
-    state = svi.init(k_init, actions, mask, init_params=start_locs)
+    state = svi.init(k_init, *args, init_params=start_locs)
+    watch = _watch_start(svi.optim.get_params(state.optim_state), _loss_dtype())
+    sites = _guide_sites(svi.guide, _site_labeller(fn))
     block = max(1, min(block, steps))
     num_blocks = -(-steps // block)
     start = time.perf_counter()
     losses = []
     for b in tqdm(range(num_blocks), desc="SVI", disable=not progress, unit=f"x{block} steps"):
-        state, block_losses = _svi_block(svi, block, state, min(block, steps - b * block), actions, mask)
-        losses.append(block_losses)
-    losses = np.concatenate([np.asarray(v) for v in losses])[:steps]
+        (state, watch), block_losses = _svi_block(svi, block, state, min(block, steps - b * block), *args, watch, b * block)
+        losses.append(np.asarray(block_losses))
+        _raise_if_bad(watch, "SVI", steps, sites)
+    losses = np.concatenate(losses)[:steps]
     seconds = time.perf_counter() - start
-    if not np.isfinite(losses[-1]):
-        bad = int(np.argmax(~np.isfinite(losses)))
-        raise FloatingPointError(f"SVI: the ELBO became non-finite at step {bad}; lower learning_rate")
-    samples = _guide_draws(svi, k_draw, svi.get_params(state), num_samples)
+    samples = _guide_draws(svi, k_draw, svi.get_params(state), num_samples, *args)
     posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
     info = {
         "guide": guide,
@@ -391,30 +623,18 @@ def run_svi(
     return posterior, None, info
 
 
-def _map_optimize(fn, actions, mask, key, steps, learning_rate, restarts, block, progress):
-    """Adam on the negative log joint from ``restarts`` shrunk prior draws.
+def _map_optimize(fn, args, key, steps, learning_rate, restarts, block, progress):
+    """Adam on the negative log joint from ``restarts`` shrunk prior draws, in whole blocks.
 
     Returns ``(z, finals, trace, num_blocks)``: unconstrained optima (leading restart
-    axis), their final objective, the loss trace ``(restarts, steps')``.
+    axis), their final objective, the loss trace ``(restarts, num_blocks * block)``.
     """
-    from tqdm.auto import tqdm
-
     k_init, k_steps, k_final = jax.random.split(key, 3)
-    z = _prior_starts(fn, jax.random.split(k_init, restarts))
-    optimizer = _adam(learning_rate)
-    state = jax.vmap(optimizer.init)(z)
-    trace = []
+    z = _prior_starts(fn, jax.random.split(k_init, restarts), *args)
     num_blocks = max(1, -(-steps // block))
-    for b in tqdm(range(num_blocks), desc="MAP (Adam)", disable=not progress, unit=f"x{block} steps"):
-        keys = jax.random.split(jax.random.fold_in(k_steps, b), restarts)
-        z, state, losses = _map_block(fn, optimizer, block, z, state, keys, actions, mask)
-        losses = np.asarray(losses)
-        trace.append(losses)
-        if not np.all(np.isfinite(losses[:, -1])):
-            bad = int(np.argmax(~np.isfinite(losses[:, -1])))
-            raise FloatingPointError(f"MAP: restart {bad} reached a non-finite objective by step {(b + 1) * block}; lower learning_rate")
-    finals = np.asarray(_potentials(fn, z, k_final, actions, mask))
-    return z, finals, np.concatenate(trace, axis=1), num_blocks
+    z, trace = _adam_blocks(fn, z, k_steps, args, learning_rate, num_blocks * block, block, "MAP", progress, "MAP (Adam)")
+    finals = np.asarray(_potentials(fn, z, k_final, *args))
+    return z, finals, trace, num_blocks
 
 
 def run_map(
@@ -430,6 +650,7 @@ def run_map(
     num_samples: int = 1000,
     progress: bool = True,
     block: int = 100,
+    payoff=None,
 ):
     """MAP by optax Adam on the negative log joint (prior as penalty), several restarts.
 
@@ -441,17 +662,26 @@ def run_map(
     the optima is reported. With
     ``laplace=True`` the posterior holds draws from the Laplace approximation
     (Gaussian at the mode in the unconstrained space, covariance = inverse Hessian).
+    A non-finite loss or gradient stops the fit with ``FitError`` (step and parameter).
     """
+    args = (actions, mask, payoff)
     k_opt, k_laplace = jax.random.split(key)
     start = time.perf_counter()
-    z, finals, trace, num_blocks = _map_optimize(fn, actions, mask, k_opt, steps, learning_rate, restarts, block, progress)
+    z, finals, trace, num_blocks = _map_optimize(fn, args, k_opt, steps, learning_rate, restarts, block, progress)
     seconds = time.perf_counter() - start
     best = int(np.nanargmin(finals))
     z_best = jax.tree.map(lambda v: v[best], z)
     if laplace:
         flat, unravel = jax.flatten_util.ravel_pytree(z_best)
-        hessian = _potential_hessian(fn, z_best, actions, mask)
-        cov = np.linalg.inv(np.asarray(hessian, np.float64))
+        hessian = np.asarray(_potential_hessian(fn, z_best, *args), np.float64)
+        if not np.all(np.isfinite(hessian)):
+            rows = ~np.all(np.isfinite(hessian), axis=1)
+            names = [_site_labeller(fn)(k) for k, v in unravel(jnp.asarray(rows, flat.dtype)).items() if np.any(np.asarray(v))]
+            raise FitError(
+                f"MAP (Laplace): the Hessian at the mode is not finite for {', '.join(repr(n) for n in names)}; "
+                "the fit stopped (use laplace=False, tighter priors, or float64 (--x64))"
+            )
+        cov = np.linalg.inv(hessian)
         cov = 0.5 * (cov + cov.T)
         chol = np.linalg.cholesky(cov + 1e-9 * np.eye(cov.shape[0]))
         normal = np.asarray(jax.random.normal(k_laplace, (num_samples, flat.size)))
@@ -459,7 +689,7 @@ def run_map(
         zs = jax.vmap(unravel)(jnp.asarray(flats, flat.dtype))
     else:
         zs = jax.tree.map(lambda v: v[None], z_best)
-    posterior = {k: np.asarray(v)[None] for k, v in _constrain(fn, zs).items()}
+    posterior = {k: np.asarray(v)[None] for k, v in _constrain(fn, zs, *args).items()}
     info = {
         "steps": num_blocks * block,
         "learning_rate": learning_rate,

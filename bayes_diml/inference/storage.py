@@ -14,14 +14,16 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["save_fit", "load_fit", "atomic_folder", "write_text_atomic"]
+__all__ = ["save_fit", "load_fit", "atomic_folder", "write_text_atomic", "interrupts_deferred"]
 
 
 def write_text_atomic(path, text: str) -> None:
@@ -39,29 +41,78 @@ def write_text_atomic(path, text: str) -> None:
 
 
 @contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) back until the block is done, then raise ``KeyboardInterrupt``.
+
+    For the few file-system steps that must not be cut in half (swapping a run
+    folder into place, removing a temporary folder). Outside the main thread
+    (where no signal handler can be set) the block simply runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def atomic_folder(directory, overwrite: bool = False):
     """Yield a temporary folder that replaces ``directory`` only if the block succeeds.
 
     An existing ``directory`` is refused unless ``overwrite``; an interrupted
-    block (including Ctrl-C) leaves the old folder, or none, never half of one.
+    block (including Ctrl-C) leaves the old folder, or none, never half of one,
+    and no temporary folder beside it. The swap itself (two renames, then
+    removing the old copy) runs with Ctrl-C held back; a Ctrl-C that arrives
+    during it is raised afterwards, as ``KeyboardInterrupt("DIR was written")``.
     """
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise DataError(f"{directory} exists; pass --overwrite (overwrite=True) to replace it")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    with interrupts_deferred():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
         yield tmp
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
-            os.replace(directory, old / directory.name)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interrupts_deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        with interrupts_deferred():
+            _swap_into_place(tmp, directory)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{directory} was written") from None
+
+
+def _swap_into_place(tmp: Path, directory: Path) -> None:
+    """Rename ``tmp`` to ``directory``; an old ``directory`` is moved aside first and
+    removed after, or moved back if the rename fails."""
+    if not directory.exists():
+        try:
+            os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+    moved = False
+    try:
+        os.replace(directory, aside / directory.name)
+        moved = True
+        os.replace(tmp, directory)
+    except BaseException:
+        if moved and not directory.exists():
+            os.replace(aside / directory.name, directory)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_run_files(fit, folder: Path) -> None:

@@ -1,9 +1,14 @@
 """Learning rules (DESIGN §2) and their registry."""
 
+from .bandit_q import bandit_q
 from .base import Learner, apply_step, step_coefficients
+from .ewa import ewa
+from .hedge import hedge
 from .logit_q import log_policy_epsilon_softmax, logit_q, logit_q_decreasing
 
-LEARNERS: dict[str, Learner] = {learner.name: learner for learner in (logit_q, logit_q_decreasing)}
+LEARNERS: dict[str, Learner] = {
+    learner.name: learner for learner in (logit_q, logit_q_decreasing, ewa, hedge, bandit_q)
+}
 """Registry: rule name (as written in specs) -> learner."""
 
 __all__ = [
@@ -14,4 +19,7 @@ __all__ = [
     "log_policy_epsilon_softmax",
     "logit_q",
     "logit_q_decreasing",
+    "ewa",
+    "hedge",
+    "bandit_q",
 ]

@@ -19,10 +19,20 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from .._types import Array, Params
 
-__all__ = ["Learner", "step_coefficients", "apply_step", "per_agent"]
+__all__ = [
+    "Learner",
+    "step_coefficients",
+    "apply_step",
+    "per_agent",
+    "initial_state",
+    "one_hot_actions",
+    "check_domains",
+    "PARAMETER_DOMAINS",
+]
 
 
 class Learner(NamedTuple):
@@ -40,6 +50,9 @@ class Learner(NamedTuple):
             to ``(num_agents, num_actions)``.
         check_params: ``(params, where) -> None``, raises ``SpecError`` on values
             outside the parameter's domain.
+        scale_param: the parameter that multiplies every payoff in the policy
+            (``beta``; Hedge's ``eta``): with it unknown only its product with payoff
+            differences is identified (DESIGN §3).
     """
 
     name: str
@@ -49,12 +62,50 @@ class Learner(NamedTuple):
     log_policy: Callable[[Params, Array, Array], Array]
     transition: Callable[[Params, Array, Array, Array], tuple[Array, Array]]
     check_params: Callable[[Params, str], None]
+    scale_param: str = "beta"
 
 
 def per_agent(value) -> Array:
     """Broadcast a scalar or per-agent ``(num_agents,)`` parameter against ``(num_agents, num_actions)``."""
     value = jnp.asarray(value)
     return value[..., None] if value.ndim >= 1 else value
+
+
+def initial_state(params: Params, num_agents: int, num_actions: int) -> Array:
+    """``Q_0``: ``params["q0"]`` broadcast to ``(num_agents, num_actions)`` when given, else zeros."""
+    if "q0" in params:
+        return jnp.broadcast_to(params["q0"], (num_agents, num_actions))
+    return jnp.zeros((num_agents, num_actions))
+
+
+def one_hot_actions(actions: Array, num_actions: int) -> Array:
+    """``1[k = a_i]``, shape ``(num_agents, num_actions)``, from ``(num_agents,)`` int actions."""
+    return (actions[:, None] == jnp.arange(num_actions)).astype(jnp.result_type(float))
+
+
+PARAMETER_DOMAINS: dict[str, tuple[Callable, str]] = {
+    "alpha": (lambda v: (v > 0) & (v <= 1), "must be in (0, 1]"),
+    "beta": (lambda v: v > 0, "must be > 0"),
+    "eps": (lambda v: (v >= 0) & (v < 1), "must be in [0, 1)"),
+    "c": (lambda v: v >= 1, "must be >= 1 (so that alpha_t = 1/(t + c) <= 1)"),
+    "phi": (lambda v: (v >= 0) & (v <= 1), "must be in [0, 1]"),
+    "rho": (lambda v: (v >= 0) & (v <= 1), "must be in [0, 1]"),
+    "delta": (lambda v: (v >= 0) & (v <= 1), "must be in [0, 1]"),
+    "eta": (lambda v: v > 0, "must be > 0"),
+}
+"""Learner parameter name -> (predicate on a float array, what the domain is)."""
+
+
+def check_domains(params: Params, where: str, names: tuple[str, ...]) -> None:
+    """Raise ``SpecError`` naming the first of ``names`` whose value (scalar or per-agent
+    array) is not finite or lies outside ``PARAMETER_DOMAINS``."""
+    from ..errors import SpecError
+
+    for name in names:
+        value = np.asarray(params[name], dtype=float)
+        ok, msg = PARAMETER_DOMAINS[name]
+        if not np.all(np.isfinite(value)) or not np.all(ok(value)):
+            raise SpecError(f"{where}: learner parameter '{name}' = {value.tolist()}: {name} {msg}")
 
 
 def step_coefficients(learner: Learner, params: Params, U: Array, actions: Array, present: Array, t) -> tuple[Array, Array]:

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._types import Array, Params
-from .base import Learner, per_agent
+from .base import Learner, check_domains, initial_state, per_agent
 
-__all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax"]
+__all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax", "logit_log_policy"]
 
 
 def log_policy_epsilon_softmax(beta, eps, Q: Array) -> Array:
@@ -42,31 +42,13 @@ def _concrete_zero(value) -> bool:
         return False
 
 
-def _check(params: Params, where: str, step_name: str) -> None:
-    from ..errors import SpecError
-
-    rules = {
-        "beta": (lambda v: v > 0, "beta must be > 0"),
-        "eps": (lambda v: (v >= 0) & (v < 1), "eps must be in [0, 1)"),
-        "alpha": (lambda v: (v > 0) & (v <= 1), "alpha must be in (0, 1]"),
-        "c": (lambda v: v >= 1, "c must be >= 1 (so that alpha_t = 1/(t + c) <= 1)"),
-    }
-    for name in ("beta", "eps", step_name):
-        value = np.asarray(params[name], dtype=float)
-        ok, msg = rules[name]
-        if not np.all(np.isfinite(value)) or not np.all(ok(value)):
-            raise SpecError(f"{where}: learner parameter '{name}' = {value.tolist()}: {msg}")
+def logit_log_policy(params: Params, Q: Array, t) -> Array:
+    """The ``log_policy`` of every learner with parameters ``beta`` and ``eps``:
+    ``log((1 - eps) softmax(beta Q) + eps / A)``."""
+    return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
 
 
 def _make(name: str, step_name: str, step_size) -> Learner:
-    def init(params, num_agents, num_actions):
-        if "q0" in params:
-            return jnp.broadcast_to(params["q0"], (num_agents, num_actions))
-        return jnp.zeros((num_agents, num_actions))
-
-    def log_policy(params, Q, t):
-        return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
-
     def transition(params, U, actions, t):
         alpha = per_agent(step_size(params, t))
         return 1.0 - alpha, alpha * U
@@ -75,10 +57,10 @@ def _make(name: str, step_name: str, step_size) -> Learner:
         name=name,
         param_names=("beta", "eps", step_name),
         shift_invariant=True,
-        init=init,
-        log_policy=log_policy,
+        init=initial_state,
+        log_policy=logit_log_policy,
         transition=transition,
-        check_params=lambda params, where="learner": _check(params, where, step_name),
+        check_params=lambda params, where="learner": check_domains(params, where, ("beta", "eps", step_name)),
     )
 
 
