@@ -24,6 +24,7 @@ import numpy as np
 from ._types import Array, Params
 from .learners import step_coefficients
 from .model import Model
+from .sharding import shard_episodes, use_sharding
 
 __all__ = [
     "log_likelihood",
@@ -254,6 +255,7 @@ def log_likelihood_per_episode(
     method: str = "auto",
     episode_batch: int | None = None,
     round_chunk: int | None = None,
+    shard: bool | None = None,
 ) -> Array:
     """Per-episode log-likelihoods, ``(num_episodes,)`` (jitted; vmap over episodes).
 
@@ -263,10 +265,21 @@ def log_likelihood_per_episode(
         episode_batch: process episodes this many at a time (bounded memory).
         round_chunk: checkpoint the rounds in chunks of this many (bounded
             gradient memory for long horizons; see ``episode_log_likelihood``).
+        shard: split the episodes over all devices (``bayes_diml.sharding``);
+            ``None`` = when more than one device exists. A per-episode
+            ``params["initial"]`` is padded along with the episodes.
     """
     actions, mask = as_arrays(data)
     round_chunk = None if round_chunk is None else _check_round_chunk(round_chunk)
-    return _per_episode(model, params, actions, mask, method, episode_batch, round_chunk)
+    if not use_sharding(shard):
+        return _per_episode(model, params, actions, mask, method, episode_batch, round_chunk)
+    num_episodes = actions.shape[0]
+    actions, mask = shard_episodes(actions, mask)
+    shared, per_episode = split_episode_params(params)
+    if per_episode:  # dummy episodes get Q_0 = 0; they are fully masked and add nothing
+        extra = actions.shape[0] - num_episodes
+        params = {**shared, "initial": jnp.pad(per_episode["initial"], ((0, extra), (0, 0), (0, 0)))}
+    return _per_episode(model, params, actions, mask, method, episode_batch, round_chunk)[:num_episodes]
 
 
 def log_likelihood(
@@ -276,9 +289,10 @@ def log_likelihood(
     method: str = "auto",
     episode_batch: int | None = None,
     round_chunk: int | None = None,
+    shard: bool | None = None,
 ) -> Array:
     """Total log-likelihood over all episodes (round 0 included, masked entries excluded)."""
-    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch, round_chunk))
+    return jnp.sum(log_likelihood_per_episode(model, params, data, method, episode_batch, round_chunk, shard))
 
 
 def teacher_forced_log_policies(model: Model, params: Params, data, method: str = "auto") -> Array:

@@ -128,7 +128,8 @@ def test_svi_names_theta_and_the_first_bad_step(data):
     key = jax.random.split(jax.random.key(0))[0]
     posterior, _, info = run_svi(fn, actions, mask, key, steps=step - 1, **options)
     assert np.all(np.isfinite(posterior["theta"])) and np.isfinite(info["final_elbo"])
-    assert np.mean(posterior["theta"][0, :, 1] > 0.5) > 0.9  # the guide's mean has entered the trap (scale 0.01)
+    # the guide's mean has entered the trap (its scale is ~0.02: single draws may fall short)
+    assert np.mean(posterior["theta"][0, :, 1]) > 0.5
     with pytest.raises(bd.FitError) as again:
         run_svi(fn, actions, mask, key, steps=step, **options)
     assert reported_step(str(again.value), "SVI step") == step

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 
@@ -13,7 +12,8 @@ from .._random import as_key
 from ..errors import DataError, FitError
 from ..likelihood import as_arrays
 from ..model import Model
-from .numpyro_model import check_identifiable_setup, draws_log_likelihoods, numpyro_model, observed_payoffs
+from ..sharding import shard_episodes, shard_padded, to_host, use_sharding
+from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_likelihoods, model_function, observed_payoffs
 from .results import Fit
 from .samplers import run_map, run_nuts, run_svi
 
@@ -30,6 +30,7 @@ def fit(
     *,
     posterior_predictive_draws: int = 200,
     round_chunk: int | None = None,
+    shard: bool | None = None,
     **options,
 ) -> Fit:
     """Posterior over the mechanism (and unknown learner parameters) given observed play.
@@ -40,7 +41,8 @@ def fit(
         method: ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
             ``target_accept``, ``dense_mass``, ``max_tree_depth``, ``chain_method``),
             ``"svi"`` (``guide`` = ``"normal"`` | ``"lowrank"``, ``steps``,
-            ``learning_rate``, ``num_samples``, ``rank``, ``num_particles``) or
+            ``learning_rate``, ``num_samples``, ``rank``, ``num_particles``,
+            ``batch_episodes`` for minibatches of episodes on large data sets) or
             ``"map"`` (``steps``, ``learning_rate``, ``restarts``, ``laplace``,
             ``num_samples``).
         seed: an int or a JAX key; recorded in the result.
@@ -49,6 +51,12 @@ def fit(
         round_chunk: checkpoint the likelihood's recursion over chunks of this
             many rounds (bounded gradient memory for long horizons, same
             posterior; see ``bayes_diml.likelihood.episode_log_likelihood``).
+        shard: split the episodes over all devices (``bayes_diml.sharding``,
+            ``docs/scaling.md``); ``None`` = when more than one device exists.
+            NUTS runs its chains one per device instead when there are at least
+            as many devices as chains, and minibatch SVI (``batch_episodes``) and
+            models with per-episode initial propensities (``initial =
+            "per_episode"``) run on one device (the data are then not split).
         **options: passed to the method; ``progress=False`` turns progress bars off.
 
     Returns:
@@ -62,7 +70,7 @@ def fit(
 
     if method not in METHODS:
         raise DataError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    allowed = [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key")]
+    allowed = [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key", "payoff")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise DataError(f"fit(method={method!r}): unknown option(s) {unknown}; options: {allowed}")
@@ -76,20 +84,45 @@ def fit(
     k_fit, k_ppc = jax.random.split(key)
     actions, mask = as_arrays(data)
     payoff = observed_payoffs(data)
-    fn = functools.partial(numpyro_model, model, payoff=payoff, round_chunk=round_chunk)
+    num_episodes = actions.shape[0]
+    batch_episodes = options.get("batch_episodes")
+    if batch_episodes is not None:
+        check_minibatch(model)
+    sharded = (
+        use_sharding(shard)
+        and batch_episodes is None
+        and model.initial != "per_episode"
+        and not _chains_on_devices(method, options)
+    )
+    if sharded:
+        actions, mask = shard_episodes(actions, mask)
+        if payoff is not None:  # dummy episodes: nothing observed
+            payoff = shard_padded(payoff, np.nan)
     start = time.perf_counter()
-    posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, **options)
+    fn = model_function(model, round_chunk)
+    posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, payoff=payoff, **options)
     info["wall_seconds"] = time.perf_counter() - start
     info["method"] = method
     info["round_chunk"] = round_chunk
     info["seed"] = seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist()
     result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
     _check_finite(result)
-    result.log_likelihood = np.asarray(
-        draws_log_likelihoods(model, result.params_draws(), actions, mask, payoff, round_chunk=round_chunk)
-    ).reshape(result.num_chains, result.num_draws, -1)
+    info["sharded"] = sharded
+    pointwise = draws_log_likelihoods(
+        model, result.params_draws(), actions, mask, payoff, round_chunk=round_chunk, episode_batch=batch_episodes
+    )
+    result.log_likelihood = to_host(pointwise)[:, :num_episodes].reshape(result.num_chains, result.num_draws, -1)
     result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
     return result
+
+
+def _chains_on_devices(method: str, options: dict) -> bool:
+    """Whether NUTS runs its chains in parallel, one per device (then the data stay whole)."""
+    if method != "nuts":
+        return False
+    from .samplers import nuts_chain_method
+
+    return nuts_chain_method(options.get("num_chains", 4), options.get("chain_method")) == "parallel"
 
 
 def _check_finite(result: Fit) -> None:

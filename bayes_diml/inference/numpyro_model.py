@@ -26,13 +26,14 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ..likelihood import episode_log_likelihoods as _episodes
 from ..model import Model
 from ..priors import Prior
 
 __all__ = [
     "numpyro_model",
+    "model_function",
     "check_identifiable_setup",
     "fix_gauge",
     "draws_log_likelihoods",
@@ -166,39 +167,103 @@ def _total_payoff_log_likelihood(model: Model, params, actions, mask, payoff):
     return jnp.sum(payoff_log_likelihoods(model, params, actions, mask, payoff))
 
 
-def numpyro_model(model: Model, actions, mask, payoff=None, *, round_chunk: int | None = None):
+def numpyro_model(
+    model: Model,
+    actions,
+    mask,
+    payoff=None,
+    *,
+    round_chunk: int | None = None,
+    batch_episodes: int | None = None,
+    priors_only: bool = False,
+):
     """The NumPyro model (call with ``actions``, ``mask`` of shape ``(E, T, n)``; ``payoff``
     the same shape, NaN where not observed, or ``None``).
 
     ``round_chunk``: checkpoint the likelihood's rounds in chunks (long horizons;
     see ``bayes_diml.likelihood.episode_log_likelihood``).
+
+    ``priors_only``: sample the priors only (latent and deterministic sites without
+    evaluating the likelihood; the data give only the number of episodes and whether
+    observed payoffs enter).
+
+    With ``batch_episodes = B`` the likelihood (of the actions and of the observed
+    payoffs) is estimated from a random minibatch of ``B`` of the ``E`` episodes (a
+    subsampled ``numpyro.plate("episode")``), each term scaled by ``E / B``: an
+    unbiased estimate of the full log-likelihood,
+
+        E_S[(E / B) sum_{e in S} loglik_e] = sum_e loglik_e,   S uniform of size B,
+
+    so only ``B`` episodes' payoffs are ever computed at once (Hoffman et al.
+    2013, stochastic variational inference). Per-episode initial propensities
+    (``initial = "per_episode"``) are refused with minibatches.
     """
+    if batch_episodes is not None:
+        check_minibatch(model)
     params = sample_params(model, num_episodes=actions.shape[0], observed=payoff is not None)
-    numpyro.factor("log_likelihood", _total_log_likelihood(model, params, actions, mask, round_chunk=round_chunk))
-    if payoff is not None:
-        numpyro.factor("payoff_log_likelihood", _total_payoff_log_likelihood(model, params, actions, mask, payoff))
+    if priors_only:
+        return
+    if batch_episodes is None:
+        numpyro.factor("log_likelihood", _total_log_likelihood(model, params, actions, mask, round_chunk=round_chunk))
+        if payoff is not None:
+            numpyro.factor("payoff_log_likelihood", _total_payoff_log_likelihood(model, params, actions, mask, payoff))
+        return
+    with numpyro.plate("episode", actions.shape[0], subsample_size=batch_episodes) as index:
+        a, m = actions[index], mask[index]
+        numpyro.factor("log_likelihood", _episodes(model, params, a, m, round_chunk=round_chunk))
+        if payoff is not None:
+            numpyro.factor("payoff_log_likelihood", payoff_log_likelihoods(model, params, a, m, payoff[index]))
 
 
-def draws_log_likelihoods(
-    model: Model, params_draws: dict, actions, mask, payoff=None, batch_size: int = 64, round_chunk: int | None = None
-):
-    """Per-episode log-likelihood of every draw: ``(num_draws, num_episodes)``.
+def check_minibatch(model: Model) -> None:
+    """Refuse minibatches of episodes with per-episode latent initial propensities."""
+    if model.initial == "per_episode":
+        raise DataError(
+            "batch_episodes (minibatch SVI) cannot be combined with initial = 'per_episode' (a latent Q_0 per "
+            "episode); use initial = 'shared' or 'zero', or fit without batch_episodes"
+        )
 
-    ``params_draws`` is the params PyTree with a leading draw axis; draws are
-    processed ``batch_size`` at a time (``lax.map``) to bound memory. With
-    ``payoff`` (and ``payoff_sigma`` in the draws) the observed payoffs' log
-    density of each episode is added.
-    """
+
+@functools.lru_cache(maxsize=64)
+def model_function(model: Model, round_chunk: int | None = None):
+    """``numpyro_model`` closed over ``model`` (and ``round_chunk``): the same object for the
+    same model, so jitted inference code keyed on it compiles once per data shape, not once
+    per fit. The data (``actions, mask, payoff``) stay arguments."""
+    return functools.partial(numpyro_model, model, round_chunk=round_chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "episode_batch", "round_chunk"))
+def _draws_log_likelihoods(model, params_draws, actions, mask, payoff, batch_size, episode_batch, round_chunk):
     with_payoff = payoff is not None and "payoff_sigma" in params_draws
 
     def one(q):
-        total = _episodes(model, q, actions, mask, round_chunk=round_chunk)
+        total = _episodes(model, q, actions, mask, episode_batch=episode_batch, round_chunk=round_chunk)
         if with_payoff:
             total = total + payoff_log_likelihoods(model, q, actions, mask, payoff)
         return total
 
-    fn = jax.jit(lambda p: jax.lax.map(one, p, batch_size=batch_size))
-    return fn(params_draws)
+    return jax.lax.map(one, params_draws, batch_size=batch_size)
+
+
+def draws_log_likelihoods(
+    model: Model,
+    params_draws: dict,
+    actions,
+    mask,
+    payoff=None,
+    batch_size: int = 64,
+    round_chunk: int | None = None,
+    episode_batch: int | None = None,
+):
+    """Per-episode log-likelihood of every draw: ``(num_draws, num_episodes)``.
+
+    ``params_draws`` is the params PyTree with a leading draw axis; draws are
+    processed ``batch_size`` at a time (``lax.map``), and with ``episode_batch``
+    episodes too, to bound memory. With ``payoff`` (and ``payoff_sigma`` in the
+    draws) the observed payoffs' log density of each episode is added. Jitted
+    once per model and shape.
+    """
+    return _draws_log_likelihoods(model, params_draws, actions, mask, payoff, batch_size, episode_batch, round_chunk)
 
 
 def draws_log_prior(model: Model, posterior: dict, num_episodes: int, observed: bool) -> dict:

@@ -3,7 +3,8 @@
 Each runner takes the NumPyro model (closed over the ``Model``), the data
 arrays and a key, and returns ``(posterior, sample_stats, info)`` where
 ``posterior`` maps every latent and deterministic site to an array with leading
-``(chain, draw)`` axes.
+``(chain, draw)`` axes. The model's arguments are ``(actions, mask, payoff)``
+(``payoff``: observed payoffs, NaN where unobserved, or ``None``).
 
 None of them returns a silently non-finite posterior: the optimisers (MAP, the
 SVI ELBO, NUTS's Adam warm start) track, inside their jitted loops, the first
@@ -22,14 +23,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median, init_to_sample
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_median, init_to_sample
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
-from numpyro.infer.util import initialize_model, log_density
+from numpyro import handlers
+from numpyro.infer.util import constrain_fn, log_density, potential_energy, unconstrain_fn
 from numpyro.optim import optax_to_numpyro
 
 from ..errors import FitError
 
-__all__ = ["run_nuts", "run_svi", "run_map", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
+__all__ = ["run_nuts", "run_svi", "run_map", "nuts_chain_method", "init_to_shrunk_sample", "DENSE_MASS_MAX_DIM"]
 
 DENSE_MASS_MAX_DIM = 200
 """Models with at most this many unconstrained dimensions get a dense mass matrix by default."""
@@ -137,69 +139,7 @@ def _raise_if_bad(watch: _Watch, stage: str, total: int, sites, restarts: bool =
     raise _failure(where, loss, _bad_gradients(pick(watch.nan), pick(watch.inf), sites))
 
 
-def _adam(potential, z, learning_rate: float, steps: int, *, block: int, stage: str, label, progress: bool = False, desc: str = ""):
-    """Adam on ``potential`` from ``z`` (leading restart axis, vmapped), in jitted blocks.
-
-    Every step's loss and gradient are checked inside the loop (``_Watch``);
-    the host looks once per block and raises ``FitError`` at the first bad step.
-    Returns ``(z, losses)`` with ``losses`` of shape ``(restarts, steps)``.
-    """
-    from tqdm.auto import tqdm
-
-    optimizer = optax.adam(learning_rate)
-    block = max(1, min(block, steps))
-    loss_dtype = jax.eval_shape(jax.vmap(potential), z).dtype
-
-    @jax.jit
-    def run_block(z, state, watch, first):
-        def step(carry, t):
-            z, state, watch = carry
-            loss, grad = jax.value_and_grad(potential)(z)
-            active = t <= steps
-            watch = _watch(watch, t, loss, grad, active)
-            updates, new_state = optimizer.update(grad, state, z)
-            new_z = optax.apply_updates(z, updates)
-            keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-            return (jax.tree.map(keep, new_z, z), jax.tree.map(keep, new_state, state), watch), loss
-
-        ts = first + jnp.arange(1, block + 1)
-        return jax.vmap(lambda z, s, w: jax.lax.scan(step, (z, s, w), ts))(z, state, watch)
-
-    state = jax.vmap(optimizer.init)(z)
-    watch = jax.vmap(lambda v: _watch_start(v, loss_dtype))(z)
-    sites = lambda name, mask: [label(name)]  # noqa: E731
-    trace = []
-    num_blocks = -(-steps // block)
-    for b in tqdm(range(num_blocks), desc=desc or stage, disable=not progress, unit=f"x{block} steps"):
-        (z, state, watch), losses = run_block(z, state, watch, b * block)
-        trace.append(np.asarray(losses))
-        _raise_if_bad(watch, stage, steps, sites, restarts=True)
-    return z, np.concatenate(trace, axis=1)[:, :steps]
-
-
-def _initialize(key, fn, actions, mask, strategy, stage: str):
-    """``initialize_model``, or ``FitError`` naming the parameters whose gradient is
-    not finite where no finite initial log density was found."""
-    try:
-        return initialize_model(key, fn, model_args=(actions, mask), init_strategy=strategy)
-    except RuntimeError as err:
-        if "valid initial parameters" not in str(err):
-            raise
-    from numpyro import handlers
-
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    first = key[0] if jnp.ndim(key) == (1 if typed else 2) else key  # a batch of keys (restarts): the first
-    seeded = handlers.substitute(handlers.seed(fn, first), substitute_fn=strategy)
-    trace = handlers.trace(seeded).get_trace(actions, mask)
-    values = {k: v["value"] for k, v in trace.items() if v["type"] == "sample" and not v["is_observed"]}
-    value, grads = jax.value_and_grad(lambda v: log_density(fn, (actions, mask), {}, v)[0])(values)
-    bad = _bad_gradients(
-        jax.tree.map(jnp.isnan, grads), jax.tree.map(jnp.isinf, grads), lambda name, m: [_site_labeller(fn)(name)]
-    )
-    raise _failure(f"{stage} initial point", -value, bad, "the model's log density is not finite where the fit starts") from None
-
-
-def _check_draws(stage: str, posterior: dict, potential_energy, fn, actions, mask, latents) -> None:
+def _check_draws(stage: str, posterior: dict, potential_energy, fn, args, latents) -> None:
     """``FitError`` naming the parameter and the (chain, draw) of the first non-finite draw,
     or the parameters whose gradient is not finite where the potential energy is not."""
     label = _site_labeller(fn)
@@ -219,32 +159,255 @@ def _check_draws(stage: str, posterior: dict, potential_energy, fn, actions, mas
         return
     chain, draw = (int(i) for i in np.argwhere(~np.isfinite(potential_energy))[0])
     values = {k: jnp.asarray(posterior[k][chain, draw]) for k in latents}
-    grads = jax.grad(lambda v: log_density(fn, (actions, mask), {}, v)[0])(values)
+    grads = jax.grad(lambda v: log_density(fn, args, {}, v)[0])(values)
     bad = _bad_gradients(jax.tree.map(jnp.isnan, grads), jax.tree.map(jnp.isinf, grads), lambda n, m: [label(n)])
     raise _failure(f"{stage} draw {draw} of chain {chain}", potential_energy[chain, draw], bad, "the log density is not finite at an accepted draw")
 
 
-def _preconditioner(potential, z0, dense: bool, label, progress: bool, steps: int = 300):
+def _guide_sites(auto, label):
+    """Guide parameter name (and its non-finite mask) -> the model sites it belongs to."""
+
+    def sites(name, mask):
+        for suffix in ("_auto_loc", "_auto_scale"):
+            if name.endswith(suffix):
+                return [label(name[: -len(suffix)])]
+        unpack = getattr(auto, "_unpack_latent", None)
+        mask = np.asarray(mask)
+        if unpack is not None and mask.ndim >= 1:  # a flat latent vector (lowrank): split it by site
+            try:
+                parts = unpack(jnp.asarray(mask.reshape(mask.shape[0], -1).any(axis=1), jnp.float32))
+                return [label(site) for site, flags in parts.items() if np.any(np.asarray(flags))]
+            except (ValueError, TypeError):
+                pass
+        return [f"{name} (guide)"]
+
+    return sites
+
+
+# ------------------------------------------------------------------ compiled once per model and shape
+# The runners below keep every jitted function at module level, keyed on hashable static
+# arguments (the model function from ``numpyro_model.model_function``, a cached optimiser,
+# a cached ``SVI`` object) and take the data as arguments: a second fit on data of the same
+# shape reuses the compiled likelihood and gradient instead of tracing new closures.
+
+
+@functools.lru_cache(maxsize=32)
+def _adam(learning_rate: float):
+    return optax.adam(learning_rate)
+
+
+def _loss_dtype():
+    return jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is on
+
+
+def _priors_only(fn):
+    """``fn`` sampling its priors only (``numpyro_model(..., priors_only=True)``): the data
+    set only shapes (the number of episodes) and whether observed payoffs enter."""
+    return functools.partial(fn, priors_only=True)
+
+
+def _potential(fn, z, key, actions, mask, payoff=None):
+    """Negative log joint at unconstrained ``z``; ``key`` draws the minibatch when ``fn`` subsamples."""
+    return potential_energy(handlers.seed(fn, key), (actions, mask, payoff), {}, z)
+
+
+def _latent_values(trace) -> dict:
+    return {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]}
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "init_strategy"))
+def _prior_starts(fn, keys, actions, mask, payoff=None, init_strategy=None):
+    """Unconstrained starting points, one per key (``init_strategy``, by default
+    ``init_to_shrunk_sample``, applied to the priors only: the likelihood is not evaluated)."""
+    prior = _priors_only(fn)
+    args = (actions, mask, payoff)
+
+    def one(key):
+        strategy = init_to_shrunk_sample if init_strategy is None else init_strategy
+        seeded = handlers.substitute(handlers.seed(prior, key), substitute_fn=strategy)
+        values = _latent_values(handlers.trace(seeded).get_trace(*args))
+        return unconstrain_fn(prior, args, {}, values)
+
+    return jax.vmap(one)(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _constrain(fn, z, actions, mask, payoff=None):
+    """Latent and deterministic sites from unconstrained draws with a leading axis."""
+    prior = _priors_only(fn)
+    return jax.vmap(lambda v: constrain_fn(prior, (actions, mask, payoff), {}, v, return_deterministic=True))(z)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "optimizer", "block"))
+def _map_block(fn, optimizer, block, z, state, watch, first, num_active, keys, actions, mask, payoff=None):
+    """``block`` Adam steps on the negative log joint for every restart (leading axis),
+    steps ``first + 1 .. first + block``; steps after ``first + num_active`` leave ``z``
+    unchanged. Every step's loss and gradient go through the non-finite watch."""
+
+    def run(z, state, watch, key):
+        def step(carry, inputs):
+            z, state, watch = carry
+            i, k = inputs
+            loss, grad = jax.value_and_grad(_potential, argnums=1)(fn, z, k, actions, mask, payoff)
+            active = i < num_active
+            watch = _watch(watch, first + i + 1, loss, grad, active)
+            updates, new_state = optimizer.update(grad, state, z)
+            keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+            return (jax.tree.map(keep, optax.apply_updates(z, updates), z), jax.tree.map(keep, new_state, state), watch), loss
+
+        return jax.lax.scan(step, (z, state, watch), (jnp.arange(block), jax.random.split(key, block)))
+
+    (z, state, watch), losses = jax.vmap(run)(z, state, watch, keys)
+    return z, state, watch, losses
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _potentials(fn, z, key, actions, mask, payoff=None):
+    return jax.vmap(lambda v: _potential(fn, v, key, actions, mask, payoff))(z)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _potential_and_grad(fn, z, actions, mask, payoff=None):
+    return jax.value_and_grad(_potential, argnums=1)(fn, z, jax.random.key(0), actions, mask, payoff)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _potential_hessian(fn, z, actions, mask, payoff=None):
+    flat, unravel = jax.flatten_util.ravel_pytree(z)
+    return jax.hessian(lambda f: _potential(fn, unravel(f), jax.random.key(0), actions, mask, payoff))(flat)
+
+
+@functools.lru_cache(maxsize=32)
+def _svi_program(fn, guide: str, rank: int | None, learning_rate: float, num_particles: int, num_episodes: int) -> SVI:
+    """One ``SVI`` object per configuration (its jitted step is keyed on it).
+
+    ``num_episodes`` is part of the key: the guide is set up once from a trace of the model
+    on data of that size (with minibatches, the full size of the subsampled ``episode`` plate)."""
+    if guide == "normal":
+        auto = AutoNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01)
+    elif guide == "lowrank":
+        auto = AutoLowRankMultivariateNormal(fn, init_loc_fn=init_to_shrunk_sample, init_scale=0.01, rank=rank)
+    else:
+        raise ValueError(f"guide must be 'normal' or 'lowrank', got {guide!r}")
+    return SVI(fn, auto, optax_to_numpyro(optax.adam(learning_rate)), Trace_ELBO(num_particles=num_particles))
+
+
+@functools.partial(jax.jit, static_argnames=("svi", "block"))
+def _svi_block(svi, block, state, num_active, actions, mask, payoff=None, watch=None, first=0):
+    """``block`` SVI steps (steps ``first + 1 .. first + block``) in one call; steps
+    ``>= num_active`` leave the state unchanged (the last, shorter block is masked rather
+    than compiled as a second length).
+
+    Each step is NumPyro's ``SVI.update`` (the ELBO loss at the constrained guide
+    parameters, its gradient, one optimiser update) written out so that the loss and
+    gradient go through the non-finite watch. Returns ``((state, watch), losses)``.
+    """
+    args = (actions, mask, payoff)
+    with_value = "value" in inspect.signature(svi.optim.update).parameters  # numpyro >= 0.20 passes the loss
+
+    def loss_of(params, rng_key):
+        return svi.loss.loss(rng_key, svi.constrain_fn(params), svi.model, svi.guide, *args)
+
+    if watch is None:
+        watch = _watch_start(svi.optim.get_params(state.optim_state), _loss_dtype())
+
+    def step(carry, i):
+        state, watch = carry
+        rng_key, rng_step = jax.random.split(state.rng_key)
+        params = svi.optim.get_params(state.optim_state)
+        loss, grads = jax.value_and_grad(loss_of)(params, rng_step)
+        active = i < num_active
+        watch = _watch(watch, first + i + 1, loss, grads, active)
+        extra = {"value": loss} if with_value else {}
+        new = state._replace(optim_state=svi.optim.update(grads, state.optim_state, **extra), rng_key=rng_key)
+        return (jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), watch), loss
+
+    return jax.lax.scan(step, (state, watch), jnp.arange(block))
+
+
+@functools.partial(jax.jit, static_argnames=("svi", "num_samples"))
+def _guide_draws(svi, key, params, num_samples, actions, mask, payoff=None):
+    """Latent and deterministic sites of ``num_samples`` draws from the fitted guide (priors
+    only in the model: the likelihood is not evaluated)."""
+    args = (actions, mask, payoff)
+    prior = _priors_only(svi.model)
+
+    def one(k):
+        k_guide, k_model = jax.random.split(k)
+        guide = handlers.seed(handlers.substitute(svi.guide, data=params), k_guide)
+        latents = _latent_values(handlers.trace(guide).get_trace(*args))
+        model = handlers.seed(handlers.substitute(prior, data=latents), k_model)
+        trace = handlers.trace(model).get_trace(*args)
+        return {
+            n: s["value"]
+            for n, s in trace.items()
+            if (s["type"] == "sample" and not s["is_observed"]) or s["type"] == "deterministic"
+        }
+
+    return jax.vmap(one)(jax.random.split(key, num_samples))
+
+
+@functools.lru_cache(maxsize=64)
+def _subsampled(fn, batch_episodes: int):
+    """``fn`` with its likelihood on random minibatches of ``batch_episodes`` episodes."""
+    return functools.partial(fn, batch_episodes=batch_episodes)
+
+
+def _adam_blocks(fn, z, key, args, learning_rate: float, steps: int, block: int, stage: str, progress=False, desc=""):
+    """Adam on the negative log joint from ``z`` (leading restart axis, vmapped), ``steps``
+    steps in jitted blocks of ``block`` (``_map_block``; the one optimiser loop of MAP, the
+    SVI warm start and the NUTS warm start).
+
+    Every step's loss and gradient are checked inside the loop (``_Watch``); the host
+    looks once per block and raises ``FitError`` at the first bad step.
+    Returns ``(z, losses (restarts, steps))``.
+    """
+    from tqdm.auto import tqdm
+
+    optimizer = _adam(learning_rate)
+    block = max(1, min(block, steps))
+    state = jax.vmap(optimizer.init)(z)
+    watch = jax.vmap(lambda v: _watch_start(v, _loss_dtype()))(z)
+    label = _site_labeller(fn)
+    sites = lambda name, mask: [label(name)]  # noqa: E731
+    restarts = jax.tree.leaves(z)[0].shape[0]
+    trace = []
+    num_blocks = -(-steps // block)
+    for b in tqdm(range(num_blocks), desc=desc or stage, disable=not progress, unit=f"x{block} steps"):
+        keys = jax.random.split(jax.random.fold_in(key, b), restarts)
+        z, state, watch, losses = _map_block(fn, optimizer, block, z, state, watch, b * block, min(block, steps - b * block), keys, *args)
+        trace.append(np.asarray(losses))
+        _raise_if_bad(watch, stage, steps, sites, restarts=True)
+    return z, np.concatenate(trace, axis=1)[:, :steps]
+
+
+def _check_start(fn, z, args, stage: str) -> None:
+    """``FitError`` naming the parameters whose gradient is not finite at the start ``z``
+    (or saying the log density is not finite there)."""
+    value, grads = _potential_and_grad(fn, z, *args)
+    nan, inf = jax.tree.map(jnp.isnan, grads), jax.tree.map(jnp.isinf, grads)
+    if np.isfinite(float(value)) and not any(bool(jnp.any(n | i)) for n, i in zip(jax.tree.leaves(nan), jax.tree.leaves(inf))):
+        return
+    label = _site_labeller(fn)
+    bad = _bad_gradients(nan, inf, lambda name, m: [label(name)])
+    raise _failure(f"{stage} initial point", value, bad, "the model's log density is not finite where the fit starts")
+
+
+def _preconditioner(fn, z0, args, dense: bool, steps: int = 300):
     """A short Adam run towards the mode; with ``dense``, the inverse Hessian there.
 
     Returns ``(z, inverse_mass_matrix or None)``; ``None`` when the Hessian is
     not positive definite (the start is not near a mode). A non-finite loss or
     gradient on the way raises ``FitError``.
     """
-    z, _ = _adam(
-        potential,
-        jax.tree.map(lambda v: v[None], z0),
-        0.05,
-        steps,
-        block=steps,
-        stage="NUTS warm start (Adam)",
-        label=label,
+    z, _ = _adam_blocks(
+        fn, jax.tree.map(lambda v: v[None], z0), jax.random.key(0), args, 0.05, steps, steps, "NUTS warm start (Adam)"
     )
     z = jax.tree.map(lambda v: v[0], z)
     if not dense:
         return z, None
-    flat, unravel = jax.flatten_util.ravel_pytree(z)
-    hessian = np.asarray(jax.jit(jax.hessian(lambda f: potential(unravel(f))))(flat), np.float64)
+    flat, _ = jax.flatten_util.ravel_pytree(z)
+    hessian = np.asarray(_potential_hessian(fn, z, *args), np.float64)
     hessian = 0.5 * (hessian + hessian.T)
     if not np.all(np.isfinite(hessian)):
         return z, None
@@ -281,6 +444,20 @@ def init_to_shrunk_sample(site=None, factor: float = 0.1):
     return mean + factor * (value - mean)
 
 
+def nuts_chain_method(num_chains: int, chain_method: str | None = None) -> str:
+    """``chain_method`` for NumPyro's MCMC; ``None`` chooses: ``"parallel"`` (one chain per
+    device) when there are at least as many local devices as chains, ``"vectorized"`` when
+    several devices hold fewer than the chains (all chains step together on the data split
+    over the devices), else ``"sequential"`` (one device: chains one after the other, each
+    with its own tree depths)."""
+    if chain_method is not None:
+        return chain_method
+    devices = jax.local_device_count()
+    if devices >= num_chains > 1:
+        return "parallel"
+    return "vectorized" if devices > 1 and num_chains > 1 else "sequential"
+
+
 def run_nuts(
     fn,
     actions,
@@ -295,6 +472,7 @@ def run_nuts(
     max_tree_depth: int = 10,
     progress: bool = True,
     chain_method: str | None = None,
+    payoff=None,
 ):
     """NUTS (Hoffman & Gelman 2014) with NumPyro; dense mass for small models.
 
@@ -303,15 +481,15 @@ def run_nuts(
     matrix, so early warmup does not spend thousands of leapfrog steps learning
     the posterior's scales (a well-scaled start; adaptation then goes on as usual).
     """
+    args = (actions, mask, payoff)
     k_init, k_run = jax.random.split(key)
-    info0 = _initialize(k_init, fn, actions, mask, init_to_median, "NUTS")
-    flat0, _ = jax.flatten_util.ravel_pytree(info0.param_info.z)
-    dim = int(flat0.size)
+    z0 = jax.tree.map(lambda v: v[0], _prior_starts(fn, jax.random.split(k_init, 1), *args, init_strategy=init_to_median))
+    _check_start(fn, z0, args, "NUTS")
+    dim = int(jax.flatten_util.ravel_pytree(z0)[0].size)
     if dense_mass is None:
         dense_mass = dim <= DENSE_MASS_MAX_DIM
-    if chain_method is None:
-        chain_method = "parallel" if jax.local_device_count() >= num_chains > 1 else "sequential"
-    z_start, inverse_mass = _preconditioner(info0.potential_fn, info0.param_info.z, dense_mass, _site_labeller(fn), progress)
+    chain_method = nuts_chain_method(num_chains, chain_method)
+    z_start, inverse_mass = _preconditioner(fn, z0, args, dense_mass)
     kernel = NUTS(
         fn,
         dense_mass=dense_mass,
@@ -319,6 +497,8 @@ def run_nuts(
         max_tree_depth=max_tree_depth,
         inverse_mass_matrix=inverse_mass,
     )
+    # NumPyro's sampling loop (``fori_collect``) wraps its body in a fresh ``jax.jit`` on every
+    # run, so each NUTS fit compiles that loop once; the warm start above compiles once per shape.
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -329,12 +509,12 @@ def run_nuts(
     )
     start = time.perf_counter()
     init_params = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains, *v.shape)), z_start) if num_chains > 1 else z_start
-    mcmc.run(k_run, actions, mask, extra_fields=_NUTS_FIELDS, init_params=init_params)
+    mcmc.run(k_run, *args, extra_fields=_NUTS_FIELDS, init_params=init_params)
     seconds = time.perf_counter() - start
     posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     fields = mcmc.get_extra_fields(group_by_chain=True)
     stats = {_STAT_NAMES[k]: np.asarray(v) for k, v in fields.items()}
-    _check_draws("NUTS", posterior, stats["lp"], fn, actions, mask, list(info0.param_info.z))
+    _check_draws("NUTS", posterior, stats["lp"], fn, args, list(z0))
     stats["lp"] = -stats["lp"]
     stats["tree_depth"] = np.floor(np.log2(stats["n_steps"])).astype(int) + 1
     info = {
@@ -352,23 +532,6 @@ def run_nuts(
     return posterior, stats, info
 
 
-def _predictive_sites(fn, actions, mask, key, guide=None, params=None, num_samples=1, posterior_samples=None):
-    """Latent + deterministic sites (no factor) from a guide or given samples."""
-    from numpyro import handlers
-
-    trace = handlers.trace(handlers.seed(fn, key)).get_trace(actions, mask)
-    names = [n for n, s in trace.items() if (s["type"] == "sample" and not s["is_observed"]) or s["type"] == "deterministic"]
-    predictive = Predictive(
-        fn,
-        guide=guide,
-        params=params,
-        posterior_samples=posterior_samples,
-        num_samples=None if posterior_samples is not None else num_samples,
-        return_sites=names,
-    )
-    return {k: np.asarray(v) for k, v in predictive(key, actions, mask).items()}
-
-
 def run_svi(
     fn,
     actions,
@@ -383,7 +546,10 @@ def run_svi(
     num_particles: int = 1,
     map_steps: int | None = None,
     map_learning_rate: float = 0.01,
+    batch_episodes: int | None = None,
     progress: bool = True,
+    block: int = 100,
+    payoff=None,
 ):
     """Stochastic variational inference: AutoNormal or AutoLowRankMultivariateNormal.
 
@@ -393,37 +559,63 @@ def run_svi(
     deterministic MAP objective does (measured on E1 with unit-scale payoff
     differences, 60 x 60 data: relative error 0.64 without the warm start, 0.09
     with it).
-    """
-    map_steps = steps // 2 if map_steps is None else map_steps
-    init_loc = init_to_shrunk_sample
-    if map_steps > 0:
-        from numpyro.infer import init_to_value
 
+    With ``batch_episodes = B`` every step (of the MAP warm start and of SVI)
+    uses a random minibatch of ``B`` episodes with the log-likelihood scaled by
+    ``num_episodes / B`` (an unbiased ELBO gradient; ``numpyro_model``), so the
+    memory of a step does not grow with the number of episodes. Steps run
+    ``block`` at a time in one compiled call (a shorter last block is masked), with
+    every step's loss and gradient watched: ``FitError`` at the first non-finite one.
+    """
+    from tqdm.auto import tqdm
+
+    args = (actions, mask, payoff)
+    num_episodes = int(actions.shape[0])
+    if batch_episodes is not None:
+        if not 1 <= int(batch_episodes) <= num_episodes:
+            raise ValueError(f"batch_episodes must be between 1 and the number of episodes ({num_episodes}), got {batch_episodes}")
+        fn = _subsampled(fn, int(batch_episodes))
+    map_steps = steps // 2 if map_steps is None else map_steps
+    k_map, k_init, k_run, k_draw = jax.random.split(key, 4)
+    if map_steps > 0:
         try:
-            mode, _, _ = run_map(fn, actions, mask, key, steps=map_steps, learning_rate=map_learning_rate, restarts=1, progress=progress)
+            z, _, _, _ = _map_optimize(fn, args, k_map, map_steps, map_learning_rate, 1, block, progress)
         except FitError as err:
             raise FitError(f"SVI warm start: {err}") from None
-        init_loc = init_to_value(values={k: jnp.asarray(v[0, 0]) for k, v in mode.items()})
-    if guide == "normal":
-        auto = AutoNormal(fn, init_loc_fn=init_loc, init_scale=0.01)
-    elif guide == "lowrank":
-        auto = AutoLowRankMultivariateNormal(fn, init_loc_fn=init_loc, init_scale=0.01, rank=rank)
     else:
-        raise ValueError(f"guide must be 'normal' or 'lowrank', got {guide!r}")
-    optimizer = optax_to_numpyro(optax.adam(learning_rate))
-    svi = SVI(fn, auto, optimizer, Trace_ELBO(num_particles=num_particles))
-    k_run, k_draw = jax.random.split(key)
+        z = _prior_starts(fn, jax.random.split(k_map, 1), *args)
+    z = jax.tree.map(lambda v: v[0], z)
+    svi = _svi_program(fn, guide, rank, learning_rate, num_particles, num_episodes)
+    if svi.guide.prototype_trace is None:
+        svi.init(k_init, *args)  # sets the guide up (once per configuration)
+    if guide == "normal":
+        start_locs = {f"{name}_{svi.guide.prefix}_loc": value for name, value in z.items()}
+    else:
+        # the low-rank guide's loc is the latents flattened in the guide's own site order
+        flat = jnp.concatenate([jnp.reshape(z[name], -1) for name in svi.guide._init_locs])
+        start_locs = {f"{svi.guide.prefix}_loc": flat}
+    state = svi.init(k_init, *args, init_params=start_locs)
+    watch = _watch_start(svi.optim.get_params(state.optim_state), _loss_dtype())
+    sites = _guide_sites(svi.guide, _site_labeller(fn))
+    block = max(1, min(block, steps))
+    num_blocks = -(-steps // block)
     start = time.perf_counter()
-    params, losses = _svi_steps(svi, auto, fn, actions, mask, k_run, steps, _site_labeller(fn), progress)
+    losses = []
+    for b in tqdm(range(num_blocks), desc="SVI", disable=not progress, unit=f"x{block} steps"):
+        (state, watch), block_losses = _svi_block(svi, block, state, min(block, steps - b * block), *args, watch, b * block)
+        losses.append(np.asarray(block_losses))
+        _raise_if_bad(watch, "SVI", steps, sites)
+    losses = np.concatenate(losses)[:steps]
     seconds = time.perf_counter() - start
-    samples = _predictive_sites(fn, actions, mask, k_draw, guide=auto, params=params, num_samples=num_samples)
-    posterior = {k: v[None] for k, v in samples.items()}
+    samples = _guide_draws(svi, k_draw, svi.get_params(state), num_samples, *args)
+    posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
     info = {
         "guide": guide,
         "steps": steps,
         "map_steps": map_steps,
         "learning_rate": learning_rate,
         "num_samples": num_samples,
+        "batch_episodes": batch_episodes,
         "seconds": seconds,
         "final_elbo": float(-np.mean(losses[-max(1, steps // 20) :])),
         "elbo_trace": (-losses[:: max(1, steps // 200)]).tolist(),
@@ -431,69 +623,18 @@ def run_svi(
     return posterior, None, info
 
 
-def _guide_sites(auto, label):
-    """Guide parameter name (and its non-finite mask) -> the model sites it belongs to."""
+def _map_optimize(fn, args, key, steps, learning_rate, restarts, block, progress):
+    """Adam on the negative log joint from ``restarts`` shrunk prior draws, in whole blocks.
 
-    def sites(name, mask):
-        for suffix in ("_auto_loc", "_auto_scale"):
-            if name.endswith(suffix):
-                return [label(name[: -len(suffix)])]
-        unpack = getattr(auto, "_unpack_latent", None)
-        mask = np.asarray(mask)
-        if unpack is not None and mask.ndim >= 1:  # a flat latent vector (lowrank): split it by site
-            try:
-                parts = unpack(jnp.asarray(mask.reshape(mask.shape[0], -1).any(axis=1), jnp.float32))
-                return [label(site) for site, flags in parts.items() if np.any(np.asarray(flags))]
-            except (ValueError, TypeError):
-                pass
-        return [f"{name} (guide)"]
-
-    return sites
-
-
-def _svi_steps(svi, auto, fn, actions, mask, key, steps: int, label, progress: bool, block: int = 100):
-    """``steps`` SVI updates (Adam on the ELBO) in jitted blocks of ``block``.
-
-    Each step is NumPyro's ``SVI.update`` (the loss of ``svi.loss`` at the
-    constrained guide parameters, its gradient, one optimiser update) with the
-    loss and gradient watched for non-finite values inside the loop; the host
-    looks once per block and stops with ``FitError`` at the first bad step.
-    Returns ``(constrained guide params, losses (steps,))``.
+    Returns ``(z, finals, trace, num_blocks)``: unconstrained optima (leading restart
+    axis), their final objective, the loss trace ``(restarts, num_blocks * block)``.
     """
-    from tqdm.auto import tqdm
-
-    state = svi.init(key, actions, mask)
-    params0 = svi.optim.get_params(state.optim_state)
-
-    def loss_of(params, rng_key):
-        return svi.loss.loss(rng_key, svi.constrain_fn(params), fn, auto, actions, mask)
-
-    loss_dtype = jax.eval_shape(loss_of, params0, state.rng_key).dtype
-    block = max(1, min(block, steps))
-    with_value = "value" in inspect.signature(svi.optim.update).parameters  # numpyro >= 0.20 passes the loss
-
-    @jax.jit
-    def run_block(state, watch, first):
-        def step(carry, t):
-            state, watch = carry
-            rng_key, rng_step = jax.random.split(state.rng_key)
-            params = svi.optim.get_params(state.optim_state)
-            loss, grads = jax.value_and_grad(loss_of)(params, rng_step)
-            active = t <= steps
-            watch = _watch(watch, t, loss, grads, active)
-            extra = {"value": loss} if with_value else {}
-            new = state._replace(optim_state=svi.optim.update(grads, state.optim_state, **extra), rng_key=rng_key)
-            return (jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), watch), loss
-
-        return jax.lax.scan(step, (state, watch), first + jnp.arange(1, block + 1))
-
-    watch = _watch_start(params0, loss_dtype)
-    trace = []
-    for b in tqdm(range(-(-steps // block)), desc="SVI", disable=not progress, unit=f"x{block} steps"):
-        (state, watch), losses = run_block(state, watch, b * block)
-        trace.append(np.asarray(losses))
-        _raise_if_bad(watch, "SVI", steps, _guide_sites(auto, label))
-    return svi.get_params(state), np.concatenate(trace)[:steps]
+    k_init, k_steps, k_final = jax.random.split(key, 3)
+    z = _prior_starts(fn, jax.random.split(k_init, restarts), *args)
+    num_blocks = max(1, -(-steps // block))
+    z, trace = _adam_blocks(fn, z, k_steps, args, learning_rate, num_blocks * block, block, "MAP", progress, "MAP (Adam)")
+    finals = np.asarray(_potentials(fn, z, k_final, *args))
+    return z, finals, trace, num_blocks
 
 
 def run_map(
@@ -509,6 +650,7 @@ def run_map(
     num_samples: int = 1000,
     progress: bool = True,
     block: int = 100,
+    payoff=None,
 ):
     """MAP by optax Adam on the negative log joint (prior as penalty), several restarts.
 
@@ -520,32 +662,18 @@ def run_map(
     the optima is reported. With
     ``laplace=True`` the posterior holds draws from the Laplace approximation
     (Gaussian at the mode in the unconstrained space, covariance = inverse Hessian).
+    A non-finite loss or gradient stops the fit with ``FitError`` (step and parameter).
     """
-    k_init, k_laplace = jax.random.split(key)
-    keys = jax.random.key_data(jax.random.split(k_init, restarts))
-    info0 = _initialize(keys, fn, actions, mask, init_to_shrunk_sample, "MAP")
-    potential = info0.potential_fn
-    num_blocks = max(1, -(-steps // block))
+    args = (actions, mask, payoff)
+    k_opt, k_laplace = jax.random.split(key)
     start = time.perf_counter()
-    z, losses = _adam(
-        potential,
-        info0.param_info.z,
-        learning_rate,
-        num_blocks * block,
-        block=block,
-        stage="MAP",
-        label=_site_labeller(fn),
-        progress=progress,
-        desc="MAP (Adam)",
-    )
+    z, finals, trace, num_blocks = _map_optimize(fn, args, k_opt, steps, learning_rate, restarts, block, progress)
     seconds = time.perf_counter() - start
-    finals = np.asarray(jax.vmap(potential)(z))
     best = int(np.nanargmin(finals))
     z_best = jax.tree.map(lambda v: v[best], z)
-    postprocess = info0.postprocess_fn
     if laplace:
         flat, unravel = jax.flatten_util.ravel_pytree(z_best)
-        hessian = np.asarray(jax.jit(jax.hessian(lambda f: potential(unravel(f))))(flat), np.float64)
+        hessian = np.asarray(_potential_hessian(fn, z_best, *args), np.float64)
         if not np.all(np.isfinite(hessian)):
             rows = ~np.all(np.isfinite(hessian), axis=1)
             names = [_site_labeller(fn)(k) for k, v in unravel(jnp.asarray(rows, flat.dtype)).items() if np.any(np.asarray(v))]
@@ -559,10 +687,9 @@ def run_map(
         normal = np.asarray(jax.random.normal(k_laplace, (num_samples, flat.size)))
         flats = np.asarray(flat)[None] + normal @ chol.T
         zs = jax.vmap(unravel)(jnp.asarray(flats, flat.dtype))
-        samples = jax.vmap(postprocess)(zs)
     else:
-        samples = jax.tree.map(lambda v: v[None], postprocess(z_best))
-    posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
+        zs = jax.tree.map(lambda v: v[None], z_best)
+    posterior = {k: np.asarray(v)[None] for k, v in _constrain(fn, zs, *args).items()}
     info = {
         "steps": num_blocks * block,
         "learning_rate": learning_rate,
@@ -572,6 +699,6 @@ def run_map(
         "neg_log_joint": finals.tolist(),
         "optimum_spread": float(np.nanmax(finals) - np.nanmin(finals)),
         "laplace": laplace,
-        "loss_trace": losses[best, :: max(1, steps // 200)].tolist(),
+        "loss_trace": trace[best, ::max(1, steps // 200)].tolist(),
     }
     return posterior, None, info
