@@ -99,7 +99,7 @@ def test_loo_prefers_ewa_on_ewa_data(ewa_fits):
 @pytest.mark.slow
 def test_ewa_phi_delta_recovered_in_90_percent_intervals(ewa_fits):
     """The true phi = 0.9 and delta = 0.5 lie inside the EWA fit's 5%-95% posterior
-    quantiles (rho too, though the issue asks only for phi and delta).
+    quantiles. (rho is not asserted; it was covered too: [0.88, 0.97] and [0.89, 0.98].)
 
     Measured (40 x 25): seed 0: phi [0.88, 0.96], delta [0.37, 0.63]; seed 1 (by
     hand): phi [0.81, 0.93], delta [0.29, 0.63]. delta trades off against the payoff
