@@ -217,3 +217,12 @@ def make_data(rng: np.random.Generator, case: Case, num_episodes: int, num_round
 def has_mid_episode_absence(mask: np.ndarray) -> bool:
     """True when some agent is absent in a round in which somebody else played."""
     return bool((mask & ~mask.all(axis=2, keepdims=True)).any())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's caches of compiled programs after each test module: one pytest process
+    runs the whole suite, and thousands of cached executables would otherwise pile up in
+    its memory (a 2-core CI machine has little to spare)."""
+    yield
+    jax.clear_caches()
