@@ -43,25 +43,7 @@ CONSOLE_PROBLEM = re.compile(r":CONSOLE[:(]|Uncaught|net::ERR_")
 """What Chromium's ``--enable-logging=stderr`` prints for a console message (any level: the
 page has no script, so any console line is a fault), an uncaught exception or a failed load."""
 
-SPEC = """\
-[game]
-agents = 3
-actions = 3
-
-[mechanism]
-family = "congestion"
-
-[mechanism.truth]
-c1 = [0.20, 0.30, 0.10]
-c2 = [0.10, 0.05, 0.12]
-tau = [0.10, 0.00, 0.15]
-
-[learner]
-rule = "logit_q"
-alpha = 0.3
-beta = 3.0
-eps = 0.05
-"""
+from test_cli import TINY_SPEC as SPEC  # noqa: E402  (one tiny congestion spec for the CLI tests)
 NUM_EPISODES, NUM_ROUNDS, NUM_AGENTS = 4, 10, 3
 
 
