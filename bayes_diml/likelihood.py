@@ -76,31 +76,49 @@ def linear_recurrence(decay: Array, drive: Array, initial: Array, method: str = 
     return jnp.concatenate([initial[None], rest], axis=0)
 
 
-def _episode_log_policies(model: Model, params: Params, actions: Array, present: Array, method: str) -> Array:
-    """Teacher-forced ``log pi_t`` of one episode, ``(num_rounds, num_agents, num_actions)``."""
-    prepared, initial = _episode_start(model, params)
-    log_pi, _ = _rounds_log_policies(model, params, prepared, actions, present, jnp.arange(actions.shape[0]), initial, method)
+def _episode_log_policies(model: Model, params: Params, actions: Array, present: Array, method: str, payoffs: Array) -> Array:
+    """Teacher-forced ``log pi_t`` of one episode, ``(num_rounds, num_agents, num_actions)``,
+    from its counterfactual payoffs (``_payoffs_before_last_round``)."""
+    initial = _initial_state(model, params)
+    log_pi, _ = _rounds_log_policies(model, params, None, actions, present, jnp.arange(actions.shape[0]), initial, method, payoffs)
     return log_pi
 
 
-def _episode_start(model: Model, params: Params):
-    """``(prepared mechanism params, Q_0)``: what every path over rounds starts from."""
-    prepared = model.mechanism.prepare(params["mechanism"])
-    if "initial" in params:  # a learned Q_0 (Model.initial): this episode's (num_agents, num_actions)
-        initial = jnp.broadcast_to(params["initial"], (model.num_agents, model.num_actions))
-    else:
-        initial = model.learner.init(params["learner"], model.num_agents, model.num_actions)
-    return prepared, initial
+def _initial_state(model: Model, params: Params) -> Array:
+    """``Q_0``: a learned ``params["initial"]`` (``Model.initial``: this episode's
+    ``(num_agents, num_actions)``) or the learner's own start."""
+    if "initial" in params:
+        return jnp.broadcast_to(params["initial"], (model.num_agents, model.num_actions))
+    return model.learner.init(params["learner"], model.num_agents, model.num_actions)
 
 
-def _rounds_log_policies(model, params, prepared, actions, present, rounds, initial, method):
+def _payoffs_before_last_round(model: Model, prepared, actions: Array, present: Array) -> Array:
+    """Counterfactual payoffs of every episode and round, ``(E, T, n, A)``, in one call
+    to ``rounds_counterfactual_payoffs`` over all ``(episode, round)`` pairs.
+
+    The last round's payoffs would only drive ``Q_T``, which nothing scores, so
+    they are not computed (zeros stand in): one round in ``T`` less of the
+    likelihood's dominant cost.
+    """
+    E, T, n = actions.shape
+    flat = model.mechanism.rounds_counterfactual_payoffs(
+        prepared, actions[:, :-1].reshape(E * (T - 1), n), present[:, :-1].reshape(E * (T - 1), n)
+    )
+    flat = flat.reshape(E, T - 1, n, model.num_actions)
+    return jnp.concatenate([flat, jnp.zeros((E, 1, n, model.num_actions), flat.dtype)], axis=1)
+
+
+def _rounds_log_policies(model, params, prepared, actions, present, rounds, initial, method, payoffs=None):
     """``log pi_t`` over consecutive rounds starting from state ``initial``, and the state after them.
 
-    ``actions``, ``present``: ``(R, num_agents)``; ``rounds``: ``(R,)`` round indices.
+    ``actions``, ``present``: ``(R, num_agents)``; ``rounds``: ``(R,)`` round indices;
+    ``payoffs``: the rounds' counterfactual payoffs if already computed, else
+    they are computed here from ``prepared``.
     Returns ``((R, num_agents, num_actions), Q_{last + 1})``.
     """
     learner, learner_params = model.learner, params["learner"]
-    payoffs = jax.vmap(model.mechanism.prepared_counterfactual_payoffs, (None, 0, 0))(prepared, actions, present)
+    if payoffs is None:
+        payoffs = model.mechanism.rounds_counterfactual_payoffs(prepared, actions, present)
     decay, drive = jax.vmap(functools.partial(step_coefficients, learner, learner_params))(
         payoffs, actions, present, rounds
     )
@@ -138,7 +156,7 @@ def _chunked_episode_log_likelihood(
     blocks = jax.tree.map(
         lambda x: x.reshape(num_chunks, round_chunk, *x.shape[1:]), (actions, present, rounds)
     )
-    prepared, initial = _episode_start(model, params)
+    prepared, initial = model.mechanism.prepare(params["mechanism"]), _initial_state(model, params)
     dtype = jax.eval_shape(model.mechanism.prepared_counterfactual_payoffs, prepared, actions[0], present[0]).dtype
 
     @jax.checkpoint
@@ -180,7 +198,8 @@ def episode_log_likelihood(
     present = ~mask
     if round_chunk is not None:
         return _chunked_episode_log_likelihood(model, params, actions, present, method, _check_round_chunk(round_chunk))
-    return _played(_episode_log_policies(model, params, actions, present, method), actions, present)
+    payoffs = _payoffs_before_last_round(model, model.mechanism.prepare(params["mechanism"]), actions[None], present[None])[0]
+    return _played(_episode_log_policies(model, params, actions, present, method, payoffs), actions, present)
 
 
 def _check_round_chunk(round_chunk) -> int:
@@ -208,11 +227,23 @@ def episode_log_likelihoods(
     With ``round_chunk`` the rounds of each episode are checkpointed in chunks
     (long horizons; see ``episode_log_likelihood``).
     """
+    if episode_batch is None and round_chunk is None:
+        present = ~mask
+        return jax.vmap(_played)(_all_log_policies(model, params, actions, present, method), actions, present)
     shared, per_episode = split_episode_params(params)
     one = lambda p, a, m: episode_log_likelihood(model, {**shared, **p}, a, m, method=method, round_chunk=round_chunk)  # noqa: E731
     if episode_batch is None:
         return jax.vmap(one)(per_episode, actions, mask)
     return jax.lax.map(jax.checkpoint(lambda pam: one(*pam)), (per_episode, actions, mask), batch_size=episode_batch)
+
+
+def _all_log_policies(model, params, actions, present, method):
+    """Teacher-forced ``log pi`` of all episodes, ``(E, T, n, A)``: the payoffs of every
+    (episode, round) in one call, then the recursion vmapped over episodes."""
+    shared, per_episode = split_episode_params(params)
+    payoffs = _payoffs_before_last_round(model, model.mechanism.prepare(shared["mechanism"]), actions, present)
+    one = lambda p, a, pr, u: _episode_log_policies(model, {**shared, **p}, a, pr, method, u)  # noqa: E731
+    return jax.vmap(one)(per_episode, actions, present, payoffs)
 
 
 def split_episode_params(params: Params) -> tuple[Params, Params]:
@@ -232,9 +263,7 @@ def _per_episode(model, params, actions, mask, method="auto", episode_batch=None
 
 @functools.partial(jax.jit, static_argnames=("model", "method"))
 def _log_policies(model, params, actions, mask, method="auto"):
-    shared, per_episode = split_episode_params(params)
-    one = lambda p, a, present: _episode_log_policies(model, {**shared, **p}, a, present, method)  # noqa: E731
-    return jax.vmap(one)(per_episode, actions, ~mask)
+    return _all_log_policies(model, params, actions, ~mask, method)
 
 
 def as_arrays(data) -> tuple[Array, Array]:

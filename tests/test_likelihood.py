@@ -260,6 +260,35 @@ def test_gradient_matches_finite_differences(model_case):
     case = model_case
     actions, mask = _data(case, "absent" if case.allows_absence else "trailing", seed=3,
                           num_episodes=2, num_rounds=5)
+    _check_gradient(case, actions, mask)
+
+
+@pytest.mark.parametrize("items_per_block", [1, 3])
+def test_blocked_payoff_tables_match_the_reference(monkeypatch, items_per_block):
+    """On a CPU the anonymous family's payoff tables of all (episode, round) pairs are
+    evaluated in cache-sized, rematerialised blocks (``map_in_blocks``). Forced here to
+    blocks of 1 and 3 rounds (2 x 6 rounds: 10 tables, so with 3 the last block is padded),
+    the value and the gradient still equal the NumPy reference."""
+    from bayes_diml.mechanisms import base
+
+    case = build_case("anonymous", "logit_q")
+    monkeypatch.setattr(base, "ROWS_PER_BLOCK", items_per_block * case.num_actions**2)
+    jax.clear_caches()  # traces of the unblocked path must not be reused
+    try:
+        actions, mask = _data(case, "absent", seed=6, num_episodes=2, num_rounds=6)
+        with jax.enable_x64(True):
+            params = _to64(case.params)
+            jaxpr = str(jax.make_jaxpr(lambda p: log_likelihood(case.model, p, (actions, mask)))(params))
+            assert "checkpoint" in jaxpr or "remat" in jaxpr  # the blocked path did run
+            want, _ = _reference(case, params, actions, mask)
+            got = log_likelihood_per_episode(case.model, params, (actions, mask))
+            assert _rel_err(got, want) <= FLOAT64_RTOL
+        _check_gradient(case, actions, mask)
+    finally:
+        jax.clear_caches()
+
+
+def _check_gradient(case, actions, mask):
     rng = np.random.default_rng(4)
     with jax.enable_x64(True):
         params = _to64(case.params)

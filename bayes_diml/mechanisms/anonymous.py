@@ -12,6 +12,7 @@ from .base import (
     Mechanism,
     dense_stack_shapes,
     init_dense_stack,
+    map_in_blocks,
     mlp,
     present_counts,
     sample_network,
@@ -94,3 +95,13 @@ class Anonymous(Mechanism):
         counts, _ = present_counts(joint_action, present, self.num_actions)
         num_present = counts.sum()
         return self.table(params, counts, num_present)[joint_action]
+
+    def rounds_counterfactual_payoffs(self, prepared, joint_actions, present):
+        """All rounds' tables in cache-sized blocks (``map_in_blocks``), then
+        ``U[b, i, k] = F_b[a_bi, k]``."""
+        onehot = jax.nn.one_hot(joint_actions, self.num_actions) * present[..., None]
+        counts = onehot.sum(axis=1)  # (B, A)
+        tables = map_in_blocks(
+            lambda c: self.table(prepared, c, c.sum()), (counts,), rows_per_item=self.num_actions**2
+        )  # (B, A_c, A_k)
+        return jnp.take_along_axis(tables, joint_actions[:, :, None], axis=1)
