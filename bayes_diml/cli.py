@@ -224,7 +224,7 @@ def cmd_reproduce(args) -> int:
     document = reproduce(
         args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(args.variants.split(",")),
         cache_dir=None if args.no_cache else "default",
-        estimators=tuple(args.estimators) if args.estimators else None,
+        estimators=tuple(args.estimators) if args.estimators else None, first_seed=args.first_seed,
     )
     out = Path(args.out) if args.out else Path("benchmarks/results")
     stem = "paper_quick" if args.quick else "paper"
@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("reproduce", help="the DIML paper's experiments with baselines and Bayesian fits")
     p.add_argument("experiments", nargs="+", choices=("E1", "E2", "E3", "E7"), metavar="{E1,E2,E3,E7}")
     p.add_argument("--seeds", type=_positive_int, default=3, help="truth draws per experiment (seed 0 = models/ truth)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S",
+                   help="start at truth draw S (with --estimator: add seeds S..N-1 to an existing table)")
     p.add_argument("--quick", action="store_true", help="tiny data and the cheap estimators only (CI)")
     p.add_argument("--variants", default="paper,scaled", help="comma-separated: paper, scaled (default both)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")

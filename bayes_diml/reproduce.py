@@ -487,12 +487,15 @@ def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: 
 
 
 def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, variants=("paper", "scaled"),
-              cache_dir: str | None = "default", log=print, estimators: tuple[str, ...] | None = None) -> dict:
+              cache_dir: str | None = "default", log=print, estimators: tuple[str, ...] | None = None,
+              first_seed: int = 0) -> dict:
     """Run experiments and write ``paper.json`` and ``paper.md`` into ``out``.
 
     Args:
         experiments: names from ``EXPERIMENTS`` (``"E1" | "E2" | "E3" | "E7"``).
-        seeds: truth draws ``0 .. seeds-1`` (0 is the ``models/`` truth).
+        seeds: truth draws ``first_seed .. seeds-1`` (0 is the ``models/`` truth).
+        first_seed: skip the draws below it (to add seeds to an existing table
+            with ``estimators``, whose other seeds' rows are kept).
         quick: tiny data and only the cheap estimators (for CI).
         out: output folder (default ``benchmarks/results``); files are named
             ``paper.json`` / ``paper.md`` (``paper_quick.*`` with ``quick``).
@@ -510,6 +513,8 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     unknown = [e for e in experiments if e not in EXPERIMENTS]
     if unknown:
         raise DataError(f"reproduce: unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)}")
+    if not 0 <= first_seed < seeds:
+        raise DataError(f"reproduce: first_seed must be in 0..{seeds - 1} (seeds={seeds}), got {first_seed}")
     bad = [v for v in variants if v not in ("paper", "scaled")]
     if bad:
         raise DataError(f"reproduce: unknown variant(s) {bad}; choose from ['paper', 'scaled']")
@@ -526,7 +531,7 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     if estimators is not None and previous.exists():
         old = json.loads(previous.read_text(encoding="utf-8"))
         rerun = lambda r: (r.get("estimator") in estimators and r.get("experiment") in experiments  # noqa: E731
-                           and r.get("variant") in variants and r.get("seed", 0) < seeds)
+                           and r.get("variant") in variants and first_seed <= r.get("seed", 0) < seeds)
         kept = [r for r in old.get("rows", []) if not rerun(r)]
         previous_wall = old.get("wall_seconds")
     rows.extend(kept)
@@ -540,7 +545,7 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     for experiment in experiments:
         for setting in EXPERIMENTS[experiment]:
             for variant in variants:
-                for seed in range(seeds):
+                for seed in range(first_seed, seeds):
                     rows.extend(_run_setting(setting, experiment, variant, seed, s, log, estimators))
                     rows.sort(key=lambda r: (_ORDER.get(r["experiment"], 9), r["setting"], r["variant"] != "paper", r["seed"],
                                              [e.name for e in _estimators(r["experiment"])].index(r["estimator"])))

@@ -274,23 +274,36 @@ def run_reference(name, args) -> dict:
 
 
 def ratios(results: list[dict]) -> list[dict]:
-    """reference seconds per epoch / ours, per setting (ours: the associative Adam epoch)."""
-    ours = {r["setting"]: r for r in results if r.get("implementation", "").startswith("bayes") and r.get("method") == "associative" and "error" not in r}
+    """reference seconds per epoch / ours, per reference result. Ours: the Adam epoch of the
+    same setting measured just before it in the same run (``--append`` runs keep their own
+    pairs), with the recurrence ``method="auto"`` picks on that device (sequential on a
+    CPU, associative elsewhere) when both were measured."""
+
+    def auto_method(result):
+        return "sequential" if "cpu" in str(result.get("machine", {}).get("device_kind", "cpu")).lower() else "associative"
+
+    latest: dict[str, dict[str, dict]] = {}  # setting -> method -> ours result, since the last reference
     rows = []
-    for ref in results:
-        if not ref.get("implementation", "").startswith("reference") or "error" in ref:
+    for result in results:
+        if "error" in result:
             continue
-        mine = ours.get(ref["setting"])
-        if mine is None:
+        setting = result.get("setting")
+        if result.get("implementation", "").startswith("bayes"):
+            latest.setdefault(setting, {})[result.get("method")] = result
             continue
+        if not result.get("implementation", "").startswith("reference") or not latest.get(setting):
+            continue
+        candidates = latest.pop(setting)
+        mine = next((r for m, r in candidates.items() if m == auto_method(r)), next(iter(candidates.values())))
         rows.append(
             {
-                "setting": ref["setting"],
-                "reference_seconds_per_epoch": ref["seconds_per_epoch"],
+                "setting": setting,
+                "reference_seconds_per_epoch": result["seconds_per_epoch"],
                 "ours_adam_seconds_per_epoch": mine["adam_seconds_per_epoch"],
                 "ours_grad_seconds_per_epoch": mine["seconds_per_epoch"],
-                "ratio_reference_over_ours": ref["seconds_per_epoch"] / mine["adam_seconds_per_epoch"],
-                "reference_device": ref.get("device_name"),
+                "ours_method": mine.get("method"),
+                "ratio_reference_over_ours": result["seconds_per_epoch"] / mine["adam_seconds_per_epoch"],
+                "reference_device": result.get("device_name"),
                 "ours_device": mine.get("machine", {}).get("device_kind"),
             }
         )

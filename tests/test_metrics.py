@@ -100,10 +100,32 @@ def test_in_support_rounds_by_hand():
     test = np.array([[[1, 1], [0, 0], [0, 1], [1, 0]]])
     # round t is in support when round t-1's joint action is a training context
     np.testing.assert_array_equal(metrics.in_support_rounds(test, train, 2), [[False, True, False, True]])
-    # large games: contexts are count vectors, so (1, 0) matches (0, 1)
-    keys = metrics.context_keys(np.array([[1, 0], [0, 1]]), 2)
-    np.testing.assert_array_equal(keys, [1, 2])
-    assert metrics.context_keys(np.zeros((3, 11), int), 2).shape == (3, 2)  # n > 10: counts
+    # small games: exact joint actions, base-A index with agent 0 least significant
+    np.testing.assert_array_equal(metrics.context_keys(np.array([[1, 0], [0, 1]]), 2), [1, 2])
+    # large games (n > 10): the paper's key, the sum of the action indices, so count
+    # vectors with the same sum collide: (2 x action 1) and (action 0 + action 2)
+    a = np.zeros((3, 11), int)
+    a[0, :2] = 1
+    a[1, 0], a[1, 1] = 0, 2
+    a[2, :3] = 1
+    np.testing.assert_array_equal(metrics.context_keys(a, 3), [2, 2, 3])
+
+
+def test_paper_large_game_key_is_the_reference_hash_up_to_relabelling():
+    """The authors' ``counts_hash_index`` (re-derived here from its formula, not run):
+    ``mix(sum_k counts_k (k + 1) C mod 2**64)`` with a bijective ``mix``; equal keys
+    exactly where the hash pre-image ``sum_k counts_k (k + 1) C mod 2**64`` is equal."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 6, size=(4000, 12))
+    counts = np.stack([np.bincount(r, minlength=6) for r in a]).astype(np.uint64)
+    C = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        pre = (counts * (np.arange(1, 7, dtype=np.uint64) * C)).sum(axis=1)
+    keys = metrics.context_keys(a, 6)
+    # same partition of the rounds: a one-to-one map between key values and hash values
+    pairs = set(zip(keys.tolist(), pre.tolist()))
+    assert len(pairs) == len(set(keys.tolist())) == len(set(pre.tolist()))
+    assert len(set(map(tuple, counts.tolist()))) > 2 * len(pairs)  # far coarser than count vectors
 
 
 def test_posterior_predictive_nll_by_hand():

@@ -91,6 +91,14 @@ class Anonymous(Mechanism):
             h = jax.nn.relu(h) @ params[f"w{layer}"] + params[f"b{layer}"]
         return h[..., 0]
 
+    def payoffs(self, params, joint_action, present=None):
+        """Only the table's diagonal, ``M(a)_i = F[a_i, a_i]``: A network evaluations
+        instead of the ``A**2`` of a whole table."""
+        counts, _ = present_counts(joint_action, present, self.num_actions)
+        A = self.num_actions
+        shares = (counts[None, :] - jnp.eye(A)) / jnp.maximum(counts.sum() - 1.0, 1.0)  # (A_c, A)
+        return self.payoff_function(params, jnp.arange(A), shares)[joint_action]
+
     def counterfactual_payoffs(self, params, joint_action, present=None):
         counts, _ = present_counts(joint_action, present, self.num_actions)
         num_present = counts.sum()
