@@ -113,6 +113,22 @@ def test_evaluate_cli_matches_direct_likelihood(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path / "test.csv")]) == 2
 
 
+def test_first_seed_adds_seeds_and_keeps_the_others(tmp_path):
+    """``--first-seed 1 --estimator X``: seed 1 of X is (re)computed, seed 0's row is kept
+    byte for byte, and seed 1's truth is the seed-1 draw (not the models/ truth)."""
+    args = ["reproduce", "E2", "--quick", "--variants", "paper", "--out", str(tmp_path), "--estimator", "static inverse"]
+    assert main([*args, "--seeds", "1"]) == 0
+    first = json.loads((tmp_path / "paper_quick.json").read_text())["rows"]
+    assert [r["seed"] for r in first] == [0]
+    assert main([*args, "--seeds", "2", "--first-seed", "1"]) == 0
+    rows = json.loads((tmp_path / "paper_quick.json").read_text())["rows"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert rows[0] == first[0]
+    assert rows[1]["status"] == "ok" and rows[1]["rel_error"] != rows[0]["rel_error"]
+    with pytest.raises(bd.DataError, match="first_seed"):
+        reproduce.reproduce(["E2"], seeds=2, first_seed=2, quick=True, out=tmp_path, cache_dir=None)
+
+
 def test_reproduce_refuses_unknown_names(tmp_path):
     with pytest.raises(bd.DataError, match="variant"):
         reproduce.reproduce(["E2"], seeds=1, quick=True, out=tmp_path, variants=("tiny",), cache_dir=None)
