@@ -47,6 +47,7 @@ from .reproduce import (
     DIML,
     DIML_LARGE,
     EXPERIMENTS,
+    TRAIN_FRACTION,
     Settings,
     _cell,
     _enable_compilation_cache,
@@ -136,7 +137,7 @@ def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, size
         raise DataError(f"data-size study: seeds must be a positive count or non-negative integers, got {seeds!r}")
     s = Settings.for_mode(quick)
     sizes = tuple(int(m) for m in (sizes or (QUICK_DATA_SIZES if quick else DATA_SIZES)))
-    train_episodes = int(round(0.8 * (s.episodes or chosen.episodes)))
+    train_episodes = int(round(TRAIN_FRACTION * (s.episodes or chosen.episodes)))  # as split_episodes
     if min(sizes) < 1 or max(sizes) > train_episodes:
         raise DataError(f"data-size study: sizes {list(sizes)} must lie in 1..{train_episodes}, "
                         f"the training episodes of {setting}{' (quick)' if quick else ''}")
