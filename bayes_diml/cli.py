@@ -221,8 +221,11 @@ def cmd_compare(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
+    if args.data_sizes is not None:
+        return _data_size_study(args)
+    variants = args.variants or "paper,scaled"
     document = reproduce(
-        args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(args.variants.split(",")),
+        args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(variants.split(",")),
         cache_dir=None if args.no_cache else "default",
         estimators=tuple(args.estimators) if args.estimators else None, first_seed=args.first_seed,
     )
@@ -231,6 +234,35 @@ def cmd_reproduce(args) -> int:
     failed = sum(r.get("status") == "failed" for r in document["rows"])
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} ({document['wall_seconds']:.0f} s, {failed} failed cells)")
     return 0
+
+
+def _data_size_study(args) -> int:
+    """``reproduce --data-sizes``: the data-size study of each setting of each experiment."""
+    from .data_size import data_size_study
+    from .reproduce import EXPERIMENTS
+
+    for experiment in args.experiments:
+        for setting in EXPERIMENTS[experiment]:
+            for variant in (args.variants or "paper").split(","):
+                document = data_size_study(
+                    setting.name, seeds=args.seeds, sizes=args.data_sizes, estimators=args.estimators, variant=variant,
+                    quick=args.quick, out=args.out, cache_dir=None if args.no_cache else "default",
+                )
+                failed = sum(r.get("status") == "failed" for r in document["rows"])
+                files = document["files"]
+                print(f"wrote {files['json']}, {files['md']} and {files['png']} ({document['wall_seconds']:.0f} s, {failed} failed cells)")
+    return 0
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers (``3,6,12,24,48``)."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 3,6,12,24,48, got {text!r}")
+    return sizes
 
 
 def cmd_evaluate(args) -> int:
@@ -335,17 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_compare)
 
-    p = verbs.add_parser("reproduce", help="the DIML paper's experiments with baselines and Bayesian fits")
+    p = verbs.add_parser(
+        "reproduce", help="the DIML paper's experiments with baselines and Bayesian fits",
+        description="Without --data-sizes: the reproduction table, benchmarks/results/paper.json and paper.md. "
+                    "With --data-sizes M1,M2,...: the data-size study instead (bayes_diml.data_size): per seed one "
+                    "simulation at the paper's sizes, a fixed 20% test split, each estimator fitted on the first M "
+                    "training episodes; writes data_size_<setting>[_scaled][_quick].json, .md and .png "
+                    "(relative payoff-difference error against training episodes).",
+    )
     p.add_argument("experiments", nargs="+", choices=("E1", "E2", "E3", "E7"), metavar="{E1,E2,E3,E7}")
     p.add_argument("--seeds", type=_positive_int, default=3, help="truth draws per experiment (seed 0 = models/ truth)")
     p.add_argument("--first-seed", type=int, default=0, metavar="S",
                    help="start at truth draw S (with --estimator: add seeds S..N-1 to an existing table)")
     p.add_argument("--quick", action="store_true", help="tiny data and the cheap estimators only (CI)")
-    p.add_argument("--variants", default="paper,scaled", help="comma-separated: paper, scaled (default both)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated: paper, scaled (default both; paper only with --data-sizes)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
     p.add_argument("--estimator", dest="estimators", action="append", metavar="NAME",
-                   help="run only this estimator (repeatable) and replace its rows in an existing paper.json")
+                   help="run only this estimator (repeatable) and replace its rows in an existing paper.json; "
+                        "with --data-sizes, the estimators of the study (default: MAP, NUTS and DIML of the experiment)")
+    p.add_argument("--data-sizes", type=_sizes, default=None, metavar="M1,M2,...",
+                   help="run the data-size study with these training-episode counts, e.g. 3,6,12,24,48 "
+                        "(at most the training split: 48 for E1-E3, 8 with --quick)")
     p.set_defaults(func=cmd_reproduce)
 
     p = verbs.add_parser("evaluate", help="held-out predictive NLL (and payoff-difference errors) of a fitted run")

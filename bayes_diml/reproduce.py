@@ -52,6 +52,7 @@ __all__ = [
     "draw_truth",
     "scale_mechanism",
     "split_episodes",
+    "episode_subset",
     "evaluate_estimate",
     "evaluate_run",
     "markdown_table",
@@ -210,21 +211,21 @@ def _with_draw_axis(params: dict) -> dict:
 
 def split_episodes(data, fraction: float = TRAIN_FRACTION):
     """The first ``round(fraction * E)`` episodes for training, the rest for testing."""
-    from .trajectories import Trajectories
-
     E = data.num_episodes
     cut = int(round(fraction * E))
     if not 0 < cut < E:
         raise DataError(f"split_episodes: {E} episodes cannot be split {fraction:.0%}/{1 - fraction:.0%}")
-    parts = []
-    for rows in (slice(0, cut), slice(cut, E)):
-        parts.append(
-            Trajectories.from_arrays(
-                np.asarray(data.actions[rows]), np.asarray(data.mask[rows]), num_actions=data.num_actions,
-                agent_labels=data.agent_labels, action_labels=data.action_labels,
-            )
-        )
-    return tuple(parts)
+    return episode_subset(data, slice(0, cut)), episode_subset(data, slice(cut, E))
+
+
+def episode_subset(data, rows: slice):
+    """The episodes ``rows`` of ``data`` as new ``Trajectories`` (same labels)."""
+    from .trajectories import Trajectories
+
+    return Trajectories.from_arrays(
+        np.asarray(data.actions[rows]), np.asarray(data.mask[rows]), num_actions=data.num_actions,
+        agent_labels=data.agent_labels, action_labels=data.action_labels,
+    )
 
 
 # -------------------------------------------------------------- estimators
@@ -435,8 +436,10 @@ def default_cache_dir() -> str:
     return os.environ.get("BAYES_DIML_JAX_CACHE", str(Path.home() / ".cache" / "bayes_diml" / "jax"))
 
 
-def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: Settings, log,
-                 only: tuple[str, ...] | None = None) -> list[dict]:
+def _setting_data(setting: Setting, variant: str, seed: int, s: Settings):
+    """Model, truth (``draw_truth``, rescaled on the ``scaled`` variant), scale factor and
+    simulated data (``s.episodes x s.rounds`` or the setting's sizes, data seed
+    ``DATA_SEED_BASE + seed``) of one setting, variant and seed."""
     from .spec import read_spec
 
     model, spec_truth = read_spec(MODELS / setting.spec)
@@ -447,42 +450,55 @@ def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: 
         truth = {"mechanism": scale_mechanism(model.mechanism, truth["mechanism"], factor), "learner": truth["learner"]}
     episodes, rounds = s.episodes or setting.episodes, s.rounds or setting.rounds
     data = simulate(model, truth, num_episodes=episodes, num_rounds=rounds, seed=DATA_SEED_BASE + seed)
+    return model, truth, factor, data
+
+
+def _estimate_row(row: dict, estimator: Estimator, model: Model, truth: dict, train, test, seed: int, s: Settings,
+                  log, label: str, counterfactual: bool = True) -> dict:
+    """Fit one estimator and add its metrics, wall seconds (and NUTS diagnostics) to
+    ``row``; a ``SpecError`` marks it skipped and any other error failed, with the reason."""
+    start = time.perf_counter()
+    try:
+        estimate = estimator.run(model, train, seed, s)
+        row["wall_seconds"] = float(estimate.info.get("wall_seconds", time.perf_counter() - start))
+        fit = estimate.fit
+        if "seconds_per_epoch" in estimate.info:
+            row["seconds_per_epoch"] = float(estimate.info["seconds_per_epoch"])
+        if fit is not None and fit.method in ("map", "svi") and fit.info.get("steps"):
+            row["seconds_per_epoch"] = float(fit.info["seconds"]) / float(fit.info["steps"])
+        if fit is not None and fit.method == "nuts":
+            diagnostics = fit.diagnostics()
+            row["max_rhat"] = diagnostics.get("max_rhat")
+            row["divergences"] = diagnostics.get("divergences")
+        row.update(evaluate_estimate(estimate, model, truth, train, test, seed=seed, settings=s, counterfactual=counterfactual))
+        row["status"] = "ok"
+    except SpecError as err:
+        row.update(status="skipped", reason=str(err))
+    except Exception as err:  # a crashed cell stays in the table with its reason
+        row.update(status="failed", reason=f"{type(err).__name__}: {err}")
+        log(traceback.format_exc())
+    row["total_seconds"] = time.perf_counter() - start
+    log(f"{label} {estimator.name}: {row['status']} "
+        f"rel_error={row.get('rel_error', float('nan')):.4g} diff_mse={row.get('diff_mse', float('nan')):.4g} "
+        f"({row['total_seconds']:.1f} s){' ' + row.get('reason', '') if row['status'] != 'ok' else ''}")
+    return row
+
+
+def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: Settings, log,
+                 only: tuple[str, ...] | None = None) -> list[dict]:
+    model, truth, factor, data = _setting_data(setting, variant, seed, s)
     train, test = split_episodes(data)
     rows = []
     for estimator in _estimators(experiment):
         if only is not None and estimator.name not in only:
             continue
         row = {"experiment": experiment, "setting": setting.name, "variant": variant, "seed": seed,
-               "estimator": estimator.name, "scale_factor": factor, "episodes": episodes, "rounds": rounds}
+               "estimator": estimator.name, "scale_factor": factor, "episodes": data.num_episodes, "rounds": data.num_rounds}
         if s.quick and not estimator.in_quick:
             row.update(status="skipped", reason="not in --quick")
             rows.append(row)
             continue
-        start = time.perf_counter()
-        try:
-            estimate = estimator.run(model, train, seed, s)
-            row["wall_seconds"] = float(estimate.info.get("wall_seconds", time.perf_counter() - start))
-            fit = estimate.fit
-            if "seconds_per_epoch" in estimate.info:
-                row["seconds_per_epoch"] = float(estimate.info["seconds_per_epoch"])
-            if fit is not None and fit.method in ("map", "svi") and fit.info.get("steps"):
-                row["seconds_per_epoch"] = float(fit.info["seconds"]) / float(fit.info["steps"])
-            if fit is not None and fit.method == "nuts":
-                diagnostics = fit.diagnostics()
-                row["max_rhat"] = diagnostics.get("max_rhat")
-                row["divergences"] = diagnostics.get("divergences")
-            row.update(evaluate_estimate(estimate, model, truth, train, test, seed=seed, settings=s))
-            row["status"] = "ok"
-        except SpecError as err:
-            row.update(status="skipped", reason=str(err))
-        except Exception as err:  # a crashed cell stays in the table with its reason
-            row.update(status="failed", reason=f"{type(err).__name__}: {err}")
-            log(traceback.format_exc())
-        row["total_seconds"] = time.perf_counter() - start
-        log(f"{setting.name} {variant} seed {seed} {estimator.name}: {row['status']} "
-            f"rel_error={row.get('rel_error', float('nan')):.4g} diff_mse={row.get('diff_mse', float('nan')):.4g} "
-            f"({row['total_seconds']:.1f} s){' ' + row.get('reason', '') if row['status'] != 'ok' else ''}")
-        rows.append(row)
+        rows.append(_estimate_row(row, estimator, model, truth, train, test, seed, s, log, f"{setting.name} {variant} seed {seed}"))
     return rows
 
 

@@ -6,8 +6,10 @@ The logic lives in ``bayes_diml.reproduce``; this is the same as the CLI verb
     python benchmarks/paper.py E2 --seeds 1            # paper sizes, both variants
     python benchmarks/paper.py E1 E2 E3 E7 --seeds 3   # the whole table
     python benchmarks/paper.py E2 --seeds 1 --quick    # the CI subset
+    python benchmarks/paper.py E2 --seeds 3 --data-sizes 3,6,12,24,48   # the data-size study
 
-Writes ``benchmarks/results/paper.json`` and ``paper.md`` (``paper_quick.*`` with ``--quick``).
+Writes ``benchmarks/results/paper.json`` and ``paper.md`` (``paper_quick.*`` with ``--quick``);
+with ``--data-sizes``, ``data_size_E2.json``, ``.md`` and ``.png`` (``bayes_diml.data_size``).
 """
 
 import sys
