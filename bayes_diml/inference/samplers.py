@@ -464,22 +464,21 @@ def _frame_potential(fn, frame: _Frame, args):
     return potential
 
 
-def _frame_starts(potential, key, num_chains: int, dim: int, dtype):
+def _frame_starts(fn, frame: _Frame, key, num_chains: int, args):
     """Starting points in the frame, one per chain: standard normal draws (draws of the
     Laplace approximation), each halved up to 4 times until the potential and its
-    gradient are finite there, else the centre.
-
-    Dispersed starts let R-hat see chains that do not meet."""
-    draws = jax.random.normal(key, (num_chains, dim), dtype)
-    choice = jnp.zeros((num_chains, dim), dtype)
-    found = jnp.zeros(num_chains, bool)
-    value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(potential)))
-    for shrink in (1.0, 0.5, 0.25, 0.125, 0.0625):
-        values, grads = value_and_grad(draws * shrink)
-        ok = jnp.isfinite(values) & jnp.all(jnp.isfinite(grads), axis=1) & ~found
-        choice = jnp.where(ok[:, None], draws * shrink, choice)
-        found = found | ok
-    return choice
+    gradient are finite there, else the centre. Dispersed starts let R-hat see chains
+    that do not meet."""
+    draws = np.asarray(jax.random.normal(key, (num_chains, frame.center.size), frame.center.dtype))
+    starts = np.zeros_like(draws)
+    for chain, draw in enumerate(draws):
+        for shrink in (1.0, 0.5, 0.25, 0.125, 0.0625):
+            z = frame.unravel(frame.center + frame.basis @ jnp.asarray(shrink * draw))
+            value, grad = _potential_and_grad(fn, z, *args)
+            if np.isfinite(float(value)) and all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grad)):
+                starts[chain] = shrink * draw
+                break
+    return jnp.asarray(starts)
 
 
 def init_to_shrunk_sample(site=None, factor: float = 0.1):
@@ -579,7 +578,7 @@ def run_nuts(
     if frame is not None:
         potential = _frame_potential(fn, frame, args)
         kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
-        init_params = _frame_starts(potential, k_starts, num_chains, dim, frame.center.dtype)
+        init_params = _frame_starts(fn, frame, k_starts, num_chains, args)
         init_params = init_params if num_chains > 1 else init_params[0]
         run_args = ()
     else:
