@@ -597,6 +597,7 @@ def run_nuts(
     )
     start = time.perf_counter()
     mcmc.run(k_run, *run_args, extra_fields=_NUTS_FIELDS, init_params=init_params)
+    jax.block_until_ready((mcmc.get_samples(), mcmc.get_extra_fields()))  # JAX dispatches asynchronously
     seconds = time.perf_counter() - start
     if frame is not None:
         w = jnp.asarray(mcmc.get_samples(group_by_chain=True)).reshape(num_chains * num_samples, dim)
