@@ -374,7 +374,7 @@ def _potential(model: Model, z: dict, actions, mask):
 def _descend(potential, flat0, unravel, steps: int, learning_rate: float = 0.05):
     """``steps`` Adam steps on ``potential(unravel(flat))`` from ``flat0`` for a batch
     (leading axis of ``flat0``; the scan runs outside the ``vmap``), as
-    ``samplers._preconditioner`` does for one chain. Rows whose end point is not
+    ``samplers._warm_start`` does for one chain. Rows whose end point is not
     finite fall back to ``flat0``."""
     import optax
 
