@@ -45,6 +45,7 @@ def gaussian_runs():
     return runs
 
 
+@pytest.mark.slow
 def test_frame_recovers_closed_form_gaussian(gaussian_runs):
     posterior, stats, info = gaussian_runs[True]
     assert info["dense_mass"] and posterior["x"].shape == (2, 1000, 4) and posterior["s"].shape == (2, 1000)
@@ -62,6 +63,7 @@ def test_frame_recovers_closed_form_gaussian(gaussian_runs):
     assert stats["diverging"].sum() == 0
 
 
+@pytest.mark.slow
 def test_frame_needs_short_trajectories(gaussian_runs):
     """In the Laplace frame the Gaussian is standard normal: a few leapfrog steps per
     draw; the diagonal mass matrix cannot undo the rotation (condition ~1e5) and needs
