@@ -57,6 +57,10 @@ at trace time; tests check that one ``sbc`` call compiles once)."""
 
 _METHODS = ("nuts", "svi")
 
+DENSE_MASS_MAX_DIM = 200
+"""SBC's NUTS gets NumPyro's dense mass adaptation at most at this latent dimension
+(its sample covariance of the warmup draws needs many more draws than coordinates)."""
+
 
 # ------------------------------------------------------------------ ranks and tests (plain NumPy)
 def rank_statistics(draws: np.ndarray, truth: np.ndarray, seed=0) -> np.ndarray:
@@ -370,7 +374,7 @@ def _potential(model: Model, z: dict, actions, mask):
 def _descend(potential, flat0, unravel, steps: int, learning_rate: float = 0.05):
     """``steps`` Adam steps on ``potential(unravel(flat))`` from ``flat0`` for a batch
     (leading axis of ``flat0``; the scan runs outside the ``vmap``), as
-    ``samplers._preconditioner`` does for one chain. Rows whose end point is not
+    ``samplers._warm_start`` does for one chain. Rows whose end point is not
     finite fall back to ``flat0``."""
     import optax
 
@@ -665,7 +669,8 @@ def sbc(
             histogram of ranks non-uniform, Talts et al. §5.1).
         num_chains, num_warmup, target_accept, max_tree_depth: NUTS settings.
         dense_mass: default: dense when the latent dimension is at most
-            ``samplers.DENSE_MASS_MAX_DIM``.
+            ``DENSE_MASS_MAX_DIM`` (NumPyro's dense adaptation, started from the
+            inverse Hessian; ``fit(method="nuts")`` uses the Laplace frame instead).
         init_steps: Adam steps towards the mode before warmup.
         svi_steps, svi_learning_rate: SVI settings.
         differences: also rank identified payoff differences
@@ -687,7 +692,6 @@ def sbc(
     from tqdm.auto import tqdm
 
     from .inference.numpyro_model import check_identifiable_setup
-    from .inference.samplers import DENSE_MASS_MAX_DIM
 
     start = time.perf_counter()
     if method not in _METHODS:

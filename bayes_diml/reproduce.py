@@ -126,9 +126,11 @@ class Settings:
     ml_learning_rate: float = 1e-3
     svi_steps: int = 2000
     svi_samples: int = 200
-    nuts_chains: int = 2
-    nuts_warmup: int = 400
-    nuts_samples: int = 400
+    # NUTS in the Laplace frame needs little warmup; 4 x 700 draws bring the largest R-hat over
+    # E1's 540 tabular differences to 1.0095 (2 x 400: 1.02-1.035), 188 s on the shared 2-core CPU
+    nuts_chains: int = 4
+    nuts_warmup: int = 300
+    nuts_samples: int = 700
     bc_steps: int = 500
     bc_hidden: int = 256
     num_queries: int = 4000

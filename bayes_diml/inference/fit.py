@@ -39,7 +39,11 @@ def fit(
         model: from ``read_spec`` or built in Python.
         data: ``Trajectories`` (validated against the model first).
         method: ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
-            ``target_accept``, ``dense_mass``, ``max_tree_depth``, ``chain_method``),
+            ``target_accept``, ``max_tree_depth``, ``chain_method``, and ``dense_mass``:
+            ``None`` (default) = a dense mass matrix for models with at most
+            ``samplers.DENSE_MASS_MAX_DIM`` (1000) unconstrained coordinates, taken
+            from the Hessian at the posterior mode and refined during warmup
+            (``samplers.run_nuts``), ``True`` / ``False`` to force or refuse it),
             ``"svi"`` (``guide`` = ``"normal"`` | ``"lowrank"``, ``steps``,
             ``learning_rate``, ``num_samples``, ``rank``, ``num_particles``,
             ``batch_episodes`` for minibatches of episodes on large data sets) or
