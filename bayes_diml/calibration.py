@@ -57,9 +57,6 @@ at trace time; tests check that one ``sbc`` call compiles once)."""
 
 _METHODS = ("nuts", "svi")
 
-DENSE_MASS_MAX_DIM = 200
-"""SBC's NUTS gets NumPyro's dense mass adaptation at most at this latent dimension
-(its sample covariance of the warmup draws needs many more draws than coordinates)."""
 
 
 # ------------------------------------------------------------------ ranks and tests (plain NumPy)
@@ -669,7 +666,7 @@ def sbc(
             histogram of ranks non-uniform, Talts et al. §5.1).
         num_chains, num_warmup, target_accept, max_tree_depth: NUTS settings.
         dense_mass: default: dense when the latent dimension is at most
-            ``DENSE_MASS_MAX_DIM`` (NumPyro's dense adaptation, started from the
+            ``samplers.ADAPTED_DENSE_MAX_DIM`` (NumPyro's dense adaptation, started from the
             inverse Hessian; ``fit(method="nuts")`` uses the Laplace frame instead).
         init_steps: Adam steps towards the mode before warmup.
         svi_steps, svi_learning_rate: SVI settings.
@@ -725,7 +722,9 @@ def sbc(
     names += [_difference_name(model, row) for row in codes]
     kinds += ["difference"] * len(codes)
     dim = int(sum(np.size(v) for v in latents.values()))
-    dense = dim <= DENSE_MASS_MAX_DIM if dense_mass is None else bool(dense_mass)
+    from .inference.samplers import ADAPTED_DENSE_MAX_DIM
+
+    dense = dim <= ADAPTED_DENSE_MAX_DIM if dense_mass is None else bool(dense_mass)
 
     setup = _Setup(
         model, E, T, method, L, chains, int(thin), int(num_warmup), float(target_accept), int(max_tree_depth),

@@ -37,11 +37,13 @@ DUMMY = (jnp.zeros((1, 2, 3), jnp.int32), jnp.zeros((1, 2, 3), bool))
 @pytest.fixture(scope="module")
 def gaussian_runs():
     runs = {}
-    for dense in (True, False):
-        runs[dense] = samplers.run_nuts(
-            gaussian_model, *DUMMY, jax.random.key(0), num_chains=2, num_warmup=300, num_samples=1000,
-            dense_mass=dense, progress=False,
-        )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(samplers, "ADAPTED_DENSE_MAX_DIM", 0)  # the frame at any size (default: above 200)
+        for dense in (True, False):
+            runs[dense] = samplers.run_nuts(
+                gaussian_model, *DUMMY, jax.random.key(0), num_chains=2, num_warmup=300, num_samples=1000,
+                dense_mass=dense, progress=False,
+            )
     return runs
 
 
@@ -107,10 +109,12 @@ def test_fit_passes_dense_mass(monkeypatch):
         real(self, model, potential_fn=potential_fn, **kwargs)
 
     monkeypatch.setattr(numpyro.infer.NUTS, "__init__", spy)
-    for dense in (True, False):
+    for dense, adapted_max, mass in ((True, 200, "adapted dense"), (True, 0, "laplace frame"), (False, 0, "adapted diagonal")):
+        monkeypatch.setattr(samplers, "ADAPTED_DENSE_MAX_DIM", adapted_max)
         result = bd.fit(model, data, method="nuts", seed=0, num_chains=1, num_warmup=5, num_samples=5, dense_mass=dense,
                         progress=False, posterior_predictive_draws=2)
-        assert result.info["dense_mass"] is dense
+        assert result.info["dense_mass"] is dense and result.info["mass_matrix"] == mass
         assert result.posterior["tau"].shape == (1, 5, 3)
-    # dense: a potential in the Laplace frame (no model) with a diagonal mass adapted there
-    assert seen == [(True, False), (False, False)]
+    # small dense: NumPyro's dense adaptation on the model; above the threshold: a potential
+    # in the Laplace frame (no model) with a diagonal mass adapted there; no dense: diagonal
+    assert seen == [(False, True), (True, False), (False, False)]

@@ -35,8 +35,14 @@ __all__ = ["run_nuts", "run_svi", "run_map", "nuts_chain_method", "init_to_shrun
 
 DENSE_MASS_MAX_DIM = 1000
 """Models with at most this many unconstrained coordinates get a dense mass matrix by default
-(``run_nuts``: the Laplace frame; its Hessian costs ``d`` Hessian-vector products and its
-``d x d`` matrix-vector product per leapfrog step is small next to the likelihood's gradient)."""
+(its Hessian costs ``d`` Hessian-vector products and its ``d x d`` matrix-vector product
+per leapfrog step is small next to the likelihood's gradient)."""
+
+ADAPTED_DENSE_MAX_DIM = 200
+"""Up to this many coordinates a dense mass matrix is NumPyro's own windowed adaptation,
+started from the inverse Hessian at the warm start; above it NUTS runs in the Laplace
+frame (``_laplace_frame``), because a sample covariance of a few hundred warmup draws is
+singular or noisy beyond a few hundred coordinates."""
 
 _NUTS_FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size")
 _STAT_NAMES = {
@@ -453,6 +459,20 @@ def _laplace_frame(fn, z, args) -> _Frame | None:
     return _Frame(flat, jnp.asarray(basis, flat.dtype), unravel)
 
 
+def _inverse_hessian(fn, z, args):
+    """The inverse Hessian of the negative log joint at ``z`` (NumPyro's initial inverse
+    mass matrix for its dense adaptation), or ``None`` when it is not finite or not
+    positive definite (``z`` is not near a mode)."""
+    flat, _ = jax.flatten_util.ravel_pytree(z)
+    hessian = np.asarray(_potential_hessian(fn, z, *args), np.float64)
+    if not np.all(np.isfinite(hessian)):
+        return None
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    if eigenvalues.min() <= 0:
+        return None
+    return jnp.asarray((vectors / eigenvalues) @ vectors.T, flat.dtype)
+
+
 def _frame_potential(fn, frame: _Frame, args):
     """``w -> `` the negative log joint at ``frame.center + frame.basis @ w`` (the affine
     map's constant log-Jacobian is left out: it does not change the posterior)."""
@@ -545,24 +565,28 @@ def run_nuts(
 
     Warmup starts from a short MAP run (Adam, ``_warm_start``). With ``dense_mass``
     (default: when the model has at most ``DENSE_MASS_MAX_DIM`` unconstrained
-    coordinates) NUTS runs in the Laplace frame ``z = z_map + V diag(|lambda|^-1/2) w``
+    coordinates) and up to ``ADAPTED_DENSE_MAX_DIM`` coordinates, NumPyro adapts a
+    dense mass matrix, starting from the inverse Hessian at the warm start (so early
+    warmup does not spend thousands of leapfrog steps learning the posterior's
+    scales). With more coordinates NUTS runs in the Laplace frame ``z = z_map + V diag(|lambda|^-1/2) w``
     of the Hessian ``H = V diag(lambda) V^T`` of the negative log joint at the warm
     start (``_laplace_frame``), with a diagonal mass matrix adapted in ``w`` by
     NumPyro's windowed schedule (Stan's). The effective mass matrix in ``z`` is dense,
     ``V diag(|lambda|^1/2) M_w diag(|lambda|^1/2) V^T``; where the posterior is near
     Gaussian, ``w`` is near standard normal and trajectories stay short, and where it
     is not, the per-direction variances along the Hessian's eigenvectors are still
-    learned. This replaces NumPyro's dense adaptation, whose sample covariance of a
-    few hundred warmup draws is singular or noisy beyond a few dozen coordinates.
-    Chains then start at dispersed draws of the Laplace approximation (``_frame_starts``).
+    learned, where NumPyro's dense adaptation (a sample covariance of a few hundred
+    warmup draws) would be singular or noisy. Chains then start at dispersed draws of
+    the Laplace approximation (``_frame_starts``).
 
     Measured on the shared 2-core AMD EPYC (load 3-6), 48 x 60 training episodes, 2 chains
     x (400 + 400): E1 data with the tabular family (540 free payoff differences, a
     log-concave posterior): 15 leapfrog steps per iteration, 70-115 s per fit, no
     divergences, 90% coverage of true differences 0.91-0.92 over 3 truth draws; with
-    NumPyro's diagonal adaptation it had not finished after 360 s. E2 congestion (15
-    coordinates): 7 leapfrog steps per iteration against 14 with NumPyro's dense
-    adaptation, 22 s against 49 s. Not a cure for every geometry: E3's 64-unit tanh
+    NumPyro's diagonal adaptation it had not finished after 360 s. (E2 congestion, 15
+    coordinates, forced into the frame: 7 leapfrog steps per iteration against 14 with
+    NumPyro's dense adaptation, 22 s against 49 s, the same posterior; small models keep
+    the adapted dense matrix, validated by the calibration study.) Not a cure for every geometry: E3's 64-unit tanh
     subsidy network has a curvature that changes across its posterior (largest
     Hessian eigenvalue 9e3 at the warm start, 5e4 at the true parameters), and NUTS
     still needs hundreds of leapfrog steps per iteration there.
@@ -580,7 +604,7 @@ def run_nuts(
         dense_mass = dim <= DENSE_MASS_MAX_DIM
     chain_method = nuts_chain_method(num_chains, chain_method)
     z_start = _warm_start(fn, z0, args)
-    frame = _laplace_frame(fn, z_start, args) if dense_mass else None
+    frame = _laplace_frame(fn, z_start, args) if dense_mass and dim > ADAPTED_DENSE_MAX_DIM else None
     if frame is not None:
         potential = _frame_potential(fn, frame, args)
         kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
@@ -588,7 +612,13 @@ def run_nuts(
         init_params = init_params if num_chains > 1 else init_params[0]
         run_args = ()
     else:
-        kernel = NUTS(fn, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
+        kernel = NUTS(
+            fn,
+            dense_mass=bool(dense_mass),
+            target_accept_prob=target_accept,
+            max_tree_depth=max_tree_depth,
+            inverse_mass_matrix=_inverse_hessian(fn, z_start, args) if dense_mass else None,
+        )
         init_params = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains, *v.shape)), z_start) if num_chains > 1 else z_start
         run_args = args
     # NumPyro's sampling loop (``fori_collect``) wraps its body in a fresh ``jax.jit`` on every
@@ -624,7 +654,8 @@ def run_nuts(
         "num_samples": num_samples,
         "target_accept": target_accept,
         "max_tree_depth": max_tree_depth,
-        "dense_mass": frame is not None,
+        "dense_mass": bool(dense_mass),
+        "mass_matrix": "laplace frame" if frame is not None else ("adapted dense" if dense_mass else "adapted diagonal"),
         "chain_method": chain_method,
         "latent_dim": dim,
         "seconds": seconds,
