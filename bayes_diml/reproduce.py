@@ -272,6 +272,22 @@ def _tabular_nuts(model, train, seed, s):
     return _bayes("nuts", lambda m: fitted, "tabular NUTS")(model, train, seed, s)
 
 
+def _not_run(reason: str):
+    """An estimator kept in the table as a skipped row with ``reason``."""
+
+    def run(model, train, seed, s):
+        raise SpecError(reason)
+
+    return run
+
+
+E3_NUTS_REASON = (
+    "structured NUTS on E3 not run: the 64-unit tanh subsidy network's posterior curvature varies across "
+    "the posterior (largest Hessian eigenvalue 9e3 at the warm start, 5e4 at the truth), so no fixed mass "
+    "matrix fits it; NUTS needed 200-255 leapfrog steps per iteration (about 2 s per iteration for 2 chains "
+    "on the 2-core CPU) and did not finish in 500 s; run it with bayes-diml fit --method nuts if you have the time"
+)
+
 TABULAR_NUTS_MAX_DIM = 600
 """Tabular NUTS runs where the free payoff differences number at most this (E1: 540)."""
 
@@ -301,7 +317,7 @@ def _estimators(experiment: str) -> list[Estimator]:
     if experiment == "E2":
         return [diml, wrong, tabular, structured, bc, static, structured_nuts, neural_svi]
     if experiment == "E3":
-        return [diml, wrong, structured, bc, static, structured_nuts, neural_svi]
+        return [diml, wrong, structured, bc, static, Estimator("structured NUTS", _not_run(E3_NUTS_REASON)), neural_svi]
     if experiment == "E7":
         return [
             Estimator(DIML_LARGE, _ml(lambda m: m, DIML_LARGE), True),
