@@ -10,10 +10,7 @@ atomically, so an interrupted verb leaves nothing half-written (and, with
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from .errors import DataError, FitError
@@ -418,44 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-INTERRUPT_GRACE_S = 5.0
-"""Seconds after a Ctrl-C before it is raised again if the command is still running."""
-
-
-@contextlib.contextmanager
-def _insistent_interrupts():
-    """Ctrl-C that cannot be lost. Python swallows a ``KeyboardInterrupt`` raised inside a
-    finaliser or a callback ("Exception ignored in ..."), which on a loaded machine once
-    left a long fit running after one Ctrl-C. The first SIGINT raises ``KeyboardInterrupt``
-    as usual; while the command is still running, it is raised again every
-    ``INTERRUPT_GRACE_S`` seconds. Only in the main thread, and only over Python's default
-    handler (an embedding program's own handler is left alone)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    import _thread
-
-    finished = threading.Event()
-
-    def insist():
-        while not finished.wait(INTERRUPT_GRACE_S):
-            _thread.interrupt_main()
-
-    def handler(signum, frame):
-        if not handler.insisting:
-            handler.insisting = True
-            threading.Thread(target=insist, name="bayes-diml-interrupt", daemon=True).start()
-        raise KeyboardInterrupt
-
-    handler.insisting = False
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        finished.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -466,13 +425,12 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     args.command_line = argv
     try:
-        with _insistent_interrupts():
-            if args.x64:
-                import jax
+        if args.x64:
+            import jax
 
-                with jax.enable_x64(True):
-                    return args.func(args)
-            return args.func(args)
+            with jax.enable_x64(True):
+                return args.func(args)
+        return args.func(args)
     except (DataError, FitError) as err:  # SpecError is a DataError
         print(f"error: {err}", file=sys.stderr)
         return 2
