@@ -54,6 +54,15 @@ def model():
     return bd.Model(Congestion(num_agents=3, num_actions=3), logit_q, LEARNER)
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler during each test, also when the suite was started with
+    SIGINT ignored (a background job of a non-interactive shell inherits it so)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def data():
     return bd.simulate(model(), {"mechanism": TRUTH, "learner": LEARNER}, num_episodes=4, num_rounds=12, seed=3)
@@ -126,7 +135,10 @@ def _interrupt_fit(work: Path, *extra: str) -> subprocess.CompletedProcess:
         "--steps", "100000000", "--out", "RUN", *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGINT back to its default in the child: a suite started in the background by a
+    # non-interactive shell inherits it ignored, and Python then installs no handler
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=restore)
     err = bytearray()
     reader = threading.Thread(target=lambda: [err.extend(chunk) for chunk in iter(lambda: process.stderr.read1(4096), b"")])
     reader.start()
@@ -138,8 +150,8 @@ def _interrupt_fit(work: Path, *extra: str) -> subprocess.CompletedProcess:
             time.sleep(0.2)
         time.sleep(1.0)
         process.send_signal(signal.SIGINT)
+        process.wait(timeout=EXIT_TIMEOUT_S)  # (stdout stays far below a pipe's buffer)
         out = process.stdout.read()
-        process.wait(timeout=EXIT_TIMEOUT_S)
     finally:
         if process.poll() is None:
             process.kill()
