@@ -439,6 +439,17 @@ EIGEN_FLOOR = 1e-8
 """Eigenvalues of the Hessian below this fraction of the largest (in absolute value) are raised to it."""
 
 
+def _hessian_eigen(fn, z, args):
+    """``(eigenvalues, eigenvectors, flat z, unravel)`` of the (symmetrised) Hessian of the
+    negative log joint at ``z``, or ``None`` when that Hessian is not finite."""
+    flat, unravel = jax.flatten_util.ravel_pytree(z)
+    hessian = np.asarray(_potential_hessian(fn, z, *args), np.float64)
+    if not np.all(np.isfinite(hessian)):
+        return None
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    return eigenvalues, vectors, flat, unravel
+
+
 def _laplace_frame(fn, z, args) -> _Frame | None:
     """The Laplace frame at ``z`` (``_Frame``), or ``None`` when the Hessian there is not finite.
 
@@ -446,30 +457,25 @@ def _laplace_frame(fn, z, args) -> _Frame | None:
     all start at 0), a direction of negative curvature keeps its length scale and the
     adaptation in the frame sets its variance.
     """
-    flat, unravel = jax.flatten_util.ravel_pytree(z)
-    hessian = np.asarray(_potential_hessian(fn, z, *args), np.float64)
-    if not np.all(np.isfinite(hessian)):
+    eigen = _hessian_eigen(fn, z, args)
+    if eigen is None:
         return None
-    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    eigenvalues, vectors, flat, unravel = eigen
     magnitude = np.abs(eigenvalues)
     if magnitude.max() <= 0:
         return None
     magnitude = np.maximum(magnitude, EIGEN_FLOOR * magnitude.max())
-    basis = vectors / np.sqrt(magnitude)
-    return _Frame(flat, jnp.asarray(basis, flat.dtype), unravel)
+    return _Frame(flat, jnp.asarray(vectors / np.sqrt(magnitude), flat.dtype), unravel)
 
 
 def _inverse_hessian(fn, z, args):
     """The inverse Hessian of the negative log joint at ``z`` (NumPyro's initial inverse
     mass matrix for its dense adaptation), or ``None`` when it is not finite or not
     positive definite (``z`` is not near a mode)."""
-    flat, _ = jax.flatten_util.ravel_pytree(z)
-    hessian = np.asarray(_potential_hessian(fn, z, *args), np.float64)
-    if not np.all(np.isfinite(hessian)):
+    eigen = _hessian_eigen(fn, z, args)
+    if eigen is None or eigen[0].min() <= 0:
         return None
-    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
-    if eigenvalues.min() <= 0:
-        return None
+    eigenvalues, vectors, flat, _ = eigen
     return jnp.asarray((vectors / eigenvalues) @ vectors.T, flat.dtype)
 
 
