@@ -57,6 +57,7 @@ from .reproduce import (
     _machine,
     _setting_data,
     default_cache_dir,
+    release_compiled,
     episode_subset,
     split_episodes,
 )
@@ -187,6 +188,7 @@ def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, size
                 rows.append(_estimate_row(row, table[name], model, truth, subset, test, seed, s, log,
                                           f"{chosen.name} {variant} seed {seed} m={m}", counterfactual=False))
                 write()
+            release_compiled()
     write()
     return document
 
