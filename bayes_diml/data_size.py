@@ -57,8 +57,8 @@ from .reproduce import (
     _machine,
     _setting_data,
     default_cache_dir,
-    release_compiled,
     episode_subset,
+    release_compiled,
     split_episodes,
 )
 
