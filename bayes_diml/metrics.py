@@ -10,7 +10,7 @@ fits and baselines. Two sets of conventions:
   (``context_keys``) an outcome or context is the sum of the agents' action indices;
 * **ours**: NLL scores every played round (round 0 included); relative error
   ``MSE(Δ_est − Δ_true) / Var(Δ_true)``; 90% interval coverage; posterior
-  predictive NLL of whole held-out episodes.
+  predictive NLL of whole held-out episodes; R-hat of the payoff differences.
 
 Payoff differences ``Δ_i(k, k' | a_-i) = M(k, a_-i)_i − M(k', a_-i)_i`` (DESIGN §1)
 use the query codes of ``bayes_diml.inference.queries`` (``agent, action, baseline,
@@ -144,6 +144,25 @@ def interval_coverage(draws: np.ndarray, truth: np.ndarray, prob: float = 0.90) 
     lo = np.quantile(draws, (1 - prob) / 2, axis=0)
     hi = np.quantile(draws, (1 + prob) / 2, axis=0)
     return float(np.mean((truth >= lo) & (truth <= hi)))
+
+
+def difference_rhat(draws: np.ndarray, num_chains: int) -> float:
+    """Largest R-hat over the queries of difference draws ``(C * S, Q)`` stored chain
+    after chain: rank-normalised split R-hat (Vehtari, Gelman, Simpson, Carpenter &
+    Bürkner 2021, Bayesian Analysis 16(2), eq. 4-5; ArviZ's ``rhat``).
+
+    The identified quantities' convergence: where the model's own coordinates are
+    not identified (a network's weights, a gauge), their R-hat can stay above 1.01
+    while every payoff difference has mixed.
+    """
+    from arviz_stats.base import array_stats
+
+    draws = np.asarray(draws, np.float64)
+    total, Q = draws.shape
+    if num_chains < 2 or total % num_chains:
+        raise DataError(f"difference_rhat: {total} draws do not split into {num_chains} chains of equal length (need 2 or more)")
+    by_chain = draws.reshape(num_chains, total // num_chains, Q).transpose(2, 0, 1)  # (Q, C, S)
+    return float(np.nanmax(array_stats.rhat(by_chain, chain_axis=-2, draw_axis=-1)))
 
 
 # ------------------------------------------------------------------ raw payoffs

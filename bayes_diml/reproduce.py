@@ -62,6 +62,8 @@ __all__ = [
 TRAIN_FRACTION = 0.8
 DIFFERENCE_DRAWS = 400
 """Posterior draws used for payoff-difference means and 90% intervals (at most)."""
+RHAT_QUERIES = 1000
+"""Payoff-difference queries whose R-hat is checked on a NUTS fit (``rhat_differences``)."""
 TRUTH_SEED_BASE = 1000
 DATA_SEED_BASE = 2000
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -246,7 +248,10 @@ def _map_options(s: Settings, restarts: int | None = None) -> dict:
     return {"steps": s.map_steps, "restarts": restarts or s.map_restarts}
 
 
-def _bayes(method: str, model_of: Callable[[Model], Model], name: str):
+def _bayes(method: str, model_of: Callable[[Model], Model], name: str, full_options: dict | None = None):
+    """A Bayesian fit with the ``Settings`` sizes; ``full_options`` replace them at the
+    paper's sizes (not with ``--quick``)."""
+
     def run(model, train, seed, s: Settings):
         from .inference import fit
 
@@ -255,6 +260,8 @@ def _bayes(method: str, model_of: Callable[[Model], Model], name: str):
             options = {"num_chains": s.nuts_chains, "num_warmup": s.nuts_warmup, "num_samples": s.nuts_samples}
         else:
             options = {"steps": s.svi_steps, "num_samples": s.svi_samples}
+        if full_options and not s.quick:
+            options.update(full_options)
         start = time.perf_counter()
         result = fit(fitted, train, method=method, seed=seed, progress=False, posterior_predictive_draws=1, **options)
         estimate = Estimate.from_fit(result, name)
@@ -272,21 +279,15 @@ def _tabular_nuts(model, train, seed, s):
     return _bayes("nuts", lambda m: fitted, "tabular NUTS")(model, train, seed, s)
 
 
-def _not_run(reason: str):
-    """An estimator kept in the table as a skipped row with ``reason``."""
-
-    def run(model, train, seed, s):
-        raise SpecError(reason)
-
-    return run
-
-
-E3_NUTS_REASON = (
-    "structured NUTS on E3 not run: the 64-unit tanh subsidy network's posterior curvature varies across "
-    "the posterior (largest Hessian eigenvalue 9e3 at the warm start, 5e4 at the truth), so no fixed mass "
-    "matrix fits it; NUTS needed 200-255 leapfrog steps per iteration (about 2 s per iteration for 2 chains "
-    "on the 2-core CPU) and did not finish in 500 s; run it with bayes-diml fit --method nuts if you have the time"
-)
+E3_NUTS_OPTIONS = {"num_chains": 2, "num_warmup": 200, "num_samples": 400, "max_tree_depth": 8}
+"""Structured NUTS on E3, where the 64-unit tanh subsidy network's weights are not
+identified (259 coordinates for a payoff grid of 19 x 7 values) and its posterior
+curvature varies along them (largest Hessian eigenvalue 9e3 at the warm start, 5e4 at
+the truth): every iteration runs to the tree-depth cap, so the cap sets the cost.
+Depth 8 (255 leapfrog steps): 0.63 s per iteration for 2 chains on the 2-core CPU,
+about 380 s per fit; the weights' R-hat stays near 1.1, the payoff differences'
+(``rhat_differences``) reaches 1.01 (seeds 0-2; docs/results.md). Depth 10 with 4 x
+(300 + 700) would take about 1.5 hours per fit."""
 
 TABULAR_NUTS_MAX_DIM = 600
 """Tabular NUTS runs where the free payoff differences number at most this (E1: 540)."""
@@ -317,7 +318,7 @@ def _estimators(experiment: str) -> list[Estimator]:
     if experiment == "E2":
         return [diml, wrong, tabular, structured, bc, static, structured_nuts, neural_svi]
     if experiment == "E3":
-        return [diml, wrong, structured, bc, static, Estimator("structured NUTS", _not_run(E3_NUTS_REASON)), neural_svi]
+        return [diml, wrong, structured, bc, static, Estimator("structured NUTS", _bayes("nuts", lambda m: m, "structured NUTS", E3_NUTS_OPTIONS)), neural_svi]
     if experiment == "E7":
         return [
             Estimator(DIML_LARGE, _ml(lambda m: m, DIML_LARGE), True),
@@ -363,7 +364,8 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
     shifted by ``metrics.SHIFTED_LEARNER``), ``mse_on`` (raw payoffs on the test rounds'
     joint actions) and ``mse_off`` (joint actions never played in training).
     Ours: ``rel_error`` and ``rel_error_in_support`` (distinct pairs, every test round),
-    ``coverage90`` (draws only), ``nll`` (every round), ``pp_nll`` (posterior predictive,
+    ``coverage90`` (draws only), ``rhat_differences`` (NUTS with several chains: the largest
+    R-hat over ``RHAT_QUERIES`` payoff differences), ``nll`` (every round), ``pp_nll`` (posterior predictive,
     whole test episodes), ``support_share`` (queries whose context was seen in training).
     Without a ``truth`` only the behaviour metrics are computed; ``counterfactual=False``
     skips the simulation-based ``cfkl`` columns.
@@ -405,6 +407,10 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
         metrics.relative_difference_error(draws_ours.mean(axis=0)[seen], true_ours[seen]) if seen.sum() > 1 else float("nan")
     )
     out["coverage90"] = metrics.interval_coverage(draws_ours, true_ours) if draws_ours.shape[0] > 1 else float("nan")
+    fit = estimate.fit
+    if fit is not None and fit.method == "nuts" and fit.num_chains > 1:  # every draw, chain after chain
+        every = metrics.mechanism_differences(estimate.model.mechanism, estimate.params["mechanism"], ours_codes[:RHAT_QUERIES])
+        out["rhat_differences"] = metrics.difference_rhat(every, fit.num_chains)
     # raw payoffs (gauge-dependent, as in the paper)
     on = test.actions[~test.mask.any(axis=2)]
     if len(on) > 20_000:
@@ -627,6 +633,7 @@ COLUMNS = [
     ("rel_error", "rel. error", "ours"),
     ("rel_error_in_support", "rel. error (in support)", "ours"),
     ("coverage90", "90% coverage", "ours"),
+    ("rhat_differences", "R-hat of Δ", "ours"),
     ("diff_mse", "diff MSE", "paper"),
     ("nll_test", "NLL", "paper"),
     ("nll_test_in_support", "NLL in-support", "paper"),

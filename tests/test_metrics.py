@@ -64,6 +64,35 @@ def test_difference_errors_and_coverage_by_hand():
     assert metrics.interval_coverage(draws, np.array([5.0, 50.0, 95.0, 96.0])) == pytest.approx(0.75)
 
 
+def _split_rhat_by_hand(x: np.ndarray) -> float:
+    """Gelman-Rubin on split chains (BDA3 §11.4), plain NumPy: ``x`` is ``(C, S)``."""
+    half = x.shape[1] // 2
+    x = np.concatenate([x[:, :half], x[:, half : 2 * half]])
+    n = x.shape[1]
+    within = x.var(axis=1, ddof=1).mean()
+    between = n * x.mean(axis=1).var(ddof=1)
+    return float(np.sqrt(((n - 1) / n * within + between / n) / within))
+
+
+def test_difference_rhat_against_split_rhat_by_hand():
+    rng = np.random.default_rng(3)
+    C, S, Q = 4, 500, 3
+    by_chain = rng.normal(size=(C, S, Q))
+    mixed = metrics.difference_rhat(by_chain.reshape(C * S, Q), C)
+    reference = max(_split_rhat_by_hand(by_chain[:, :, q]) for q in range(Q))
+    # Gaussian draws: rank normalisation changes R-hat by far less than 0.01
+    assert abs(mixed - reference) < 0.01 and mixed < 1.01
+    stuck = by_chain.copy()
+    stuck[0, :, 1] += 2.0  # one chain two sd away on query 1
+    value = metrics.difference_rhat(stuck.reshape(C * S, Q), C)
+    assert value > 1.2 and _split_rhat_by_hand(stuck[:, :, 1]) > 1.2
+    assert value == pytest.approx(metrics.difference_rhat(stuck[:, :, 1].reshape(C * S, 1), C))
+    # draws must come chain after chain: interleaved, the stuck chain is spread over all four
+    assert metrics.difference_rhat(stuck.transpose(1, 0, 2).reshape(C * S, Q), C) < 1.05
+    with pytest.raises(DataError, match="do not split into 4 chains"):
+        metrics.difference_rhat(np.zeros((C * S - 1, Q)), C)
+
+
 def test_raw_payoffs_on_and_off_support():
     actions = np.array([[[0, 0], [1, 0], [1, 0]]])
     visited = metrics.visited_joints(actions)

@@ -142,6 +142,27 @@ def test_tabular_nuts_refused_above_budget():
         reproduce._tabular_nuts(model, None, 0, reproduce.Settings())
 
 
+def test_e3_structured_nuts_caps_its_tree_only_at_full_size(monkeypatch):
+    import bayes_diml.inference
+
+    seen = []
+
+    def record(model, data, method, **options):
+        seen.append((method, options))
+        raise bd.SpecError("recorded")
+
+    monkeypatch.setattr(bayes_diml.inference, "fit", record)
+    nuts = next(e for e in reproduce._estimators("E3") if e.name == "structured NUTS")
+    model = Model(PublicGoods(num_agents=3, num_actions=7), logit_q, {"alpha": 0.25, "beta": 3.0, "eps": 0.06})
+    for settings in (reproduce.Settings(), reproduce.Settings.for_mode(True)):
+        with pytest.raises(bd.SpecError, match="recorded"):
+            nuts.run(model, None, 0, settings)
+    (method, full), (_, quick) = seen
+    assert method == "nuts"
+    assert {k: full[k] for k in reproduce.E3_NUTS_OPTIONS} == reproduce.E3_NUTS_OPTIONS
+    assert "max_tree_depth" not in quick and quick["num_samples"] == reproduce.Settings.for_mode(True).nuts_samples
+
+
 def _memory_mappings() -> int:
     with open("/proc/self/maps") as maps:
         return sum(1 for _ in maps)
