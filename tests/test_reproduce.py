@@ -129,6 +129,16 @@ def test_first_seed_adds_seeds_and_keeps_the_others(tmp_path):
         reproduce.reproduce(["E2"], seeds=2, first_seed=2, quick=True, out=tmp_path, cache_dir=None)
 
 
+def test_rerun_of_one_experiment_keeps_the_others_in_the_header(tmp_path):
+    args = ["reproduce", "--quick", "--variants", "paper", "--out", str(tmp_path), "--estimator", "static inverse"]
+    assert main([*args[:1], "E1", "E2", *args[1:], "--seeds", "1"]) == 0
+    assert main([*args[:1], "E2", *args[1:], "--seeds", "1"]) == 0
+    document = json.loads((tmp_path / "paper_quick.json").read_text())
+    assert sorted({r["experiment"] for r in document["rows"]}) == ["E1", "E2"]
+    assert document["experiments"] == ["E1", "E2"] and document["variants"] == ["paper"] and document["seeds"] == 1
+    assert "Experiments E1, E2;" in (tmp_path / "paper_quick.md").read_text()
+
+
 def test_reproduce_refuses_unknown_names(tmp_path):
     with pytest.raises(bd.DataError, match="variant"):
         reproduce.reproduce(["E2"], seeds=1, quick=True, out=tmp_path, variants=("tiny",), cache_dir=None)
