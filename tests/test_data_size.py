@@ -106,7 +106,7 @@ def test_data_size_refuses_bad_requests(tmp_path, capsys):
     with pytest.raises(bd.DataError, match=r"sizes \[2, 9\] must lie in 1..8"):
         data_size.data_size_study("E2", quick=True, sizes=(2, 9), out=tmp_path, cache_dir=None)
     with pytest.raises(bd.DataError, match="unknown estimator"):
-        data_size.data_size_study("E2", quick=True, estimators=("tabular NUTS",), out=tmp_path, cache_dir=None)
+        data_size.data_size_study("E3", quick=True, estimators=("tabular NUTS",), out=tmp_path, cache_dir=None)
     with pytest.raises(bd.DataError, match="several settings"):
         data_size.data_size_study("E7", out=tmp_path, cache_dir=None)
     with pytest.raises(bd.DataError, match="variant"):

@@ -91,6 +91,12 @@ def test_quick_reproduce_cli_end_to_end(tmp_path, capsys):
     assert [(r["variant"], r["estimator"]) for r in again["rows"]] == [(r["variant"], r["estimator"]) for r in document["rows"]]
     assert again["rerun"]["estimators"] == ["static inverse"]
     assert again["rows"][0] == document["rows"][0]
+    # a second re-run keeps the first run's and the first re-run's wall times in the header
+    assert main(["reproduce", "E2", "--seeds", "1", "--quick", "--out", str(tmp_path), "--estimator", "structured MAP"]) == 0
+    third = json.loads((tmp_path / "paper_quick.json").read_text())
+    walls = [document["wall_seconds"], again["wall_seconds"], third["wall_seconds"]]
+    expected = f"{walls[0]:.0f} s, then {walls[1]:.0f} s re-running static inverse, then {walls[2]:.0f} s re-running structured MAP"
+    assert expected in (tmp_path / "paper_quick.md").read_text()
 
 
 def test_evaluate_cli_matches_direct_likelihood(tmp_path, capsys):
@@ -147,7 +153,7 @@ def test_reproduce_refuses_unknown_names(tmp_path):
 
 
 def test_tabular_nuts_refused_above_budget():
-    model = Model(Tabular(num_agents=4, num_actions=5), logit_q, {"alpha": 0.25, "beta": 3.0, "eps": 0.06})
+    model = Model(Tabular(num_agents=5, num_actions=5), logit_q, {"alpha": 0.25, "beta": 3.0, "eps": 0.06})
     with pytest.raises(bd.SpecError, match="free payoff differences"):
         reproduce._tabular_nuts(model, None, 0, reproduce.Settings())
 
