@@ -89,9 +89,10 @@ def diagnose(fit) -> dict:
 
     tree = fit.to_arviz()
     names = fit.summary_variables()
-    out["max_rhat"] = _extreme(az.rhat(tree, var_names=names), np.max) if fit.num_chains > 1 else float("nan")
-    out["min_ess_bulk"] = _extreme(az.ess(tree, var_names=names, method="bulk"), np.min)
-    out["min_ess_tail"] = _extreme(az.ess(tree, var_names=names, method="tail"), np.min)
+    with np.errstate(invalid="ignore", divide="ignore"):  # coordinates pinned by the gauge are constant: NaN, skipped
+        out["max_rhat"] = _extreme(az.rhat(tree, var_names=names), np.max) if fit.num_chains > 1 else float("nan")
+        out["min_ess_bulk"] = _extreme(az.ess(tree, var_names=names, method="bulk"), np.min)
+        out["min_ess_tail"] = _extreme(az.ess(tree, var_names=names, method="tail"), np.min)
     out["divergences"] = int(np.sum(fit.sample_stats["diverging"]))
     ebfmi = np.asarray(az.bfmi(tree)["energy"].values if hasattr(az.bfmi(tree), "data_vars") else az.bfmi(tree), float)
     out["ebfmi"] = [float(x) for x in np.ravel(ebfmi)]

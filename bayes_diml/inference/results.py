@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -332,11 +333,13 @@ def _group(name: str, variables: dict, dims: dict, coords: dict):
     import arviz as az
 
     used = {d for v in dims.values() for d in v} | {"draw"}
-    tree = az.from_dict(
-        {name: {k: np.asarray(v) for k, v in variables.items()}},
-        coords={k: v for k, v in coords.items() if k in used},
-        dims=dims,
-    )
+    with warnings.catch_warnings():  # the dims are named, so ArviZ's guess "chain longer than draw" is noise
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw dimension")
+        tree = az.from_dict(
+            {name: {k: np.asarray(v) for k, v in variables.items()}},
+            coords={k: v for k, v in coords.items() if k in used},
+            dims=dims,
+        )
     return tree[name]
 
 
