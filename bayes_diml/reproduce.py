@@ -287,7 +287,7 @@ the truth): every iteration runs to the tree-depth cap, so the cap sets the cost
 Depth 8 (255 leapfrog steps): 0.63 s per iteration for 2 chains on the 2-core CPU,
 about 380-400 s per fit; the weights' R-hat is 1.01-1.10, the payoff differences'
 (``rhat_differences``) at most 1.011 (seeds 0-2, both variants; docs/results.md). The
-pooled coverage is 0.918 over 8 paper-scale draws, 1.000 over 3 scaled ones. Depth 10 with 4 x
+pooled coverage is 0.918 over 8 paper-scale draws and 0.907 over 8 scaled ones. Depth 10 with 4 x
 (300 + 700) would take about 1.5 hours per fit."""
 
 TABULAR_NUTS_MAX_DIM = 2500
