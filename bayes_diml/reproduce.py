@@ -293,7 +293,7 @@ pooled coverage is 0.918 over 8 paper-scale draws and 0.907 over 8 scaled ones. 
 TABULAR_NUTS_MAX_DIM = 2500
 """Tabular NUTS runs where the free payoff differences number at most this (E1: 540, E2:
 2,000). NUTS in the Laplace frame costs little per dimension here: E2's 2,000 differences
-took 117 s for 4 x (300 + 700) on the 2-core CPU (E1's 540: 86-112 s)."""
+took 87-97 s per fit, 4 x (300 + 700), on the 2-core CPU (E1's 540: 86-112 s)."""
 
 
 def _ml(model_of: Callable[[Model], Model], name: str):
