@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -61,8 +62,13 @@ def test_static_inverse_counts_contexts_and_refusal():
     want = metrics.mechanism_differences(model.mechanism, {k: v[None] for k, v in truth.items()}, codes)[0]
     np.testing.assert_allclose(got, want, atol=0.05)  # same reasoning: >= 6000 observations per context
     big = Model(Tabular(num_agents=8, num_actions=5), logit_q, LEARNER)
-    with pytest.raises(SpecError, match="A\\*\\*n \\* n"):
+    with pytest.raises(SpecError, match="A\\*\\*n \\* n = 5\\*\\*8 \\* 8 = 3125000 payoff entries"):
         baselines.tabular_model(big)
+    # E7's largest game: 40**300 * 300 has 484 digits and overflows a float; the message
+    # gives it in scientific form (Decimal, an independent formatter, rounds to the same 3 digits)
+    huge = Model(Tabular(num_agents=300, num_actions=40), logit_q, LEARNER)
+    with pytest.raises(SpecError, match=f"= about {'{:.2e}'.format(Decimal(40**300 * 300)).replace('+', '')} payoff entries"):
+        baselines.tabular_model(huge)
 
 
 def test_tabular_map_recovers_two_by_two_differences():
