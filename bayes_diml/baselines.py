@@ -35,6 +35,7 @@ import optax
 from .errors import SpecError
 from .likelihood import as_arrays
 from .mechanisms import Tabular
+from .resources import count_text
 from .model import Model
 
 __all__ = [
@@ -117,14 +118,6 @@ def _map(model: Model, data, name: str, seed, options: dict) -> Estimate:
     return estimate
 
 
-def _count_text(count: int) -> str:
-    """An exact integer up to 10**9, else ``"about 9.67e105"`` (digits, no float: 40**300 overflows one)."""
-    if count < 10**9:
-        return str(count)
-    digits = str(count)
-    return f"about {digits[0]}.{digits[1:3]}e{len(digits) - 1}"
-
-
 def tabular_model(model: Model, prior_scale: float = 1.0, max_entries: int = TABULAR_MAX_ENTRIES) -> Model:
     """``model`` with its mechanism replaced by the tabular family (same learner).
 
@@ -135,7 +128,7 @@ def tabular_model(model: Model, prior_scale: float = 1.0, max_entries: int = TAB
     entries = A**n * n
     if entries > max_entries:
         raise SpecError(
-            f"tabular family: A**n * n = {A}**{n} * {n} = {_count_text(entries)} payoff entries exceeds {max_entries}; "
+            f"tabular family: A**n * n = {A}**{n} * {n} = {count_text(entries)} payoff entries exceeds {max_entries}; "
             "the enumeration oracle is for small games only"
         )
     return dataclasses.replace(model, mechanism=Tabular(num_agents=n, num_actions=A), mechanism_prior={"scale": prior_scale})

@@ -2,9 +2,13 @@
 
 Every verb reports bad arguments or files, and a fit that met NaN
 (``FitError``), in one line on stderr and exits with status 2, never with a
-traceback. Ctrl-C exits with status 130 and one line; outputs are written
-atomically, so an interrupted verb leaves nothing half-written (and, with
-``--overwrite``, the old output as it was).
+traceback. Any other (unexpected) exception is written whole to a log file and
+reported in one line naming it, exit status 1. Ctrl-C exits with status 130 and
+one line; outputs are written atomically, so an interrupted verb leaves nothing
+half-written (and, with ``--overwrite``, the old output as it was).
+``--overwrite`` replaces only what a verb writes: a run folder this package
+wrote (``fit``, ``demo``), or a file (the other verbs), never anything else
+(``inference.storage.check_run_folder`` / ``check_output_file``).
 """
 
 from __future__ import annotations
@@ -37,9 +41,18 @@ _positive_int = _int_at_least(1, "positive")
 _nonnegative_int = _int_at_least(0, "non-negative")
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise DataError(f"{path} exists; pass --overwrite to replace it")
+def _check_out_file(path: Path, overwrite: bool) -> None:
+    """A one-file output: new, or an existing file with ``--overwrite`` (never a folder)."""
+    from .inference.storage import check_output_file
+
+    check_output_file(path, overwrite)
+
+
+def _check_out_folder(path: Path, overwrite: bool) -> None:
+    """A run-folder output: new, or a run folder this package wrote with ``--overwrite``."""
+    from .inference.storage import check_run_folder
+
+    check_run_folder(path, overwrite)
 
 
 # ------------------------------------------------------------------ verbs
@@ -47,14 +60,25 @@ def cmd_check(args) -> int:
     from .loading import load_data
     from .spec import read_spec
 
-    model = read_spec(args.spec)[0] if args.spec else None
+    model, truth = read_spec(args.spec) if args.spec else (None, None)
     data = load_data(args.data, model)
+    if model is not None:  # the refusals of `fit`, so that what check passes, fit accepts
+        from .inference.fit import check_fit_inputs
+
+        check_fit_inputs(model, data, source=str(args.data))
     summary = data.summary()
     print(f"{args.data}: OK")
     for key, value in summary.items():
         print(f"  {key}: {value}")
     if model is not None:
         print(f"  consistent with {args.spec} ({model.mechanism.family}, {model.learner.name})")
+        labels = model.action_labels if model.action_labels is not None else data.action_labels
+        agents = model.agent_labels if model.agent_labels is not None else data.agent_labels
+        lines = model.mechanism.truth_lines(truth["mechanism"], labels, agents) if truth is not None else []
+        if lines:
+            print(f"  [mechanism.truth] {lines[0]}")
+            for line in lines[1:]:
+                print(f"    {line}")
     return 0
 
 
@@ -70,7 +94,7 @@ def cmd_simulate(args) -> int:
     except DataError as err:
         raise DataError(f"{args.spec}: {err}") from None
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    _check_out_file(out, args.overwrite)
     data = simulate(model, truth, num_episodes=args.episodes, num_rounds=args.rounds, seed=args.seed)
     if out.suffix.lower() in (".parquet", ".pq"):
         data.to_parquet(out)
@@ -99,7 +123,7 @@ def cmd_fit(args) -> int:
 
     model, _ = read_spec(args.spec)
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    _check_out_folder(out, args.overwrite)
     data = load_data(args.data, model)
     result = fit(model, data, method=args.method, seed=args.seed, **_method_options(args))
     saved = save_run(result, out, overwrite=args.overwrite, data_path=args.data)
@@ -126,7 +150,7 @@ def cmd_query(args) -> int:
     from .inference import load_fit
 
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    _check_out_file(out, args.overwrite)
     answers = load_fit(args.run).payoff_differences(args.queries)
     from .inference.storage import write_text_atomic
 
@@ -157,7 +181,10 @@ def _parse_set(items) -> tuple[dict, dict]:
                 value = json.loads(text)
             except json.JSONDecodeError:
                 raise DataError(f"--set {item!r}: the value is not a TOML/JSON literal (numbers, [lists], \"*0.6\")") from None
-        (mechanism if scope == "mechanism" else learner)[name] = value
+        target = mechanism if scope == "mechanism" else learner
+        if name in target:
+            raise DataError(f"--set {key.strip()} is given twice; give each parameter once")
+        target[name] = value
     return mechanism, learner
 
 
@@ -167,7 +194,8 @@ def cmd_counterfactual(args) -> int:
     from .report import save_counterfactual
 
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    _check_out_file(out, args.overwrite)
+    _check_out_file(out.with_suffix(".png"), args.overwrite)
     mechanism, learner = _parse_set(args.set)
     result = load_fit(args.run).counterfactual(
         mechanism=mechanism or None,
@@ -175,6 +203,7 @@ def cmd_counterfactual(args) -> int:
         num_episodes=args.episodes,
         num_rounds=args.rounds,
         seed=args.seed,
+        max_draws=args.max_draws,
     )
     write_text_atomic(out, result.to_frame().to_csv(index=False))
     figure = out.with_suffix(".png")
@@ -193,7 +222,7 @@ def cmd_counterfactual(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    print(f"wrote {write_report(args.run)}")
+    print(f"wrote {write_report(args.run, overwrite=args.overwrite)}")
     return 0
 
 
@@ -203,7 +232,7 @@ def cmd_compare(args) -> int:
     from .inference.comparison import compare
 
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    _check_out_file(out, args.overwrite)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = compare(args.runs)
@@ -213,7 +242,9 @@ def cmd_compare(args) -> int:
         print(table.round(2).to_string())
     for message in table.attrs.get("warnings", []):
         print(f"warning: {message}")
-    table.to_csv(out, index_label="model")
+    from .inference.storage import write_text_atomic
+
+    write_text_atomic(out, table.to_csv(index_label="model"))
     print(f"wrote {out}")
     return 0
 
@@ -228,6 +259,7 @@ def cmd_reproduce(args) -> int:
         args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(variants.split(",")),
         cache_dir=None if args.no_cache else "default",
         estimators=tuple(args.estimators) if args.estimators else None, first_seed=args.first_seed,
+        overwrite=args.overwrite,
     )
     out = Path(args.out) if args.out else Path("benchmarks/results")
     stem = "paper_quick" if args.quick else "paper"
@@ -247,6 +279,7 @@ def _data_size_study(args) -> int:
                 document = data_size_study(
                     setting.name, seeds=args.seeds, sizes=args.data_sizes, estimators=args.estimators, variant=variant,
                     quick=args.quick, out=args.out, cache_dir=None if args.no_cache else "default",
+                    overwrite=args.overwrite,
                 )
                 failed = sum(r.get("status") == "failed" for r in document["rows"])
                 files = document["files"]
@@ -266,11 +299,19 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def cmd_evaluate(args) -> int:
+    from .inference import load_fit
+    from .loading import load_data
     from .reproduce import evaluate_run
 
-    result = evaluate_run(args.run, args.data, spec=args.spec, seed=args.seed)
+    fit = load_fit(args.run)
+    data = load_data(args.data, fit.model)  # here, for its own round labels
+    result = evaluate_run(fit, data, spec=args.spec, seed=args.seed)
+    first = data.first_round
     print(f"held-out predictive NLL per agent-round: {result['pp_nll']:.4f} (posterior predictive, whole episodes)")
-    print(f"  teacher-forced NLL per agent-round: {result['nll']:.4f} (every round); {result['nll_test']:.4f} (from round 1, the paper's)")
+    print(
+        f"  teacher-forced NLL per agent-round: {result['nll']:.4f} (every round); {result['nll_test']:.4f} "
+        f"(the first round, round {first}, left out: the paper's)"
+    )
     if args.spec:
         print(f"payoff differences vs the truth in {args.spec}:")
         for key in ("rel_error", "rel_error_in_support", "diff_mse", "coverage90", "support_share", "cfkl"):
@@ -282,7 +323,7 @@ def cmd_evaluate(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(out=args.out, seed=args.seed, progress=not args.no_progress)
+    return run_demo(out=args.out, seed=args.seed, progress=not args.no_progress, overwrite=args.overwrite)
 
 
 def cmd_bench(args) -> int:
@@ -329,14 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("fit", help="fit a model to data and write a run folder")
     p.add_argument("spec", help="model spec (TOML)")
     p.add_argument("--data", required=True, help="long-format CSV or Parquet")
-    p.add_argument("--method", choices=("nuts", "svi", "map"), default="nuts")
+    p.add_argument("--method", choices=("nuts", "svi", "map"), default="nuts", help="inference method (default nuts)")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--chains", type=_positive_int, default=4, help="NUTS chains (default 4)")
     p.add_argument("--warmup", type=_positive_int, default=500, help="NUTS warmup iterations (default 500)")
     p.add_argument("--samples", type=_positive_int, default=500, help="draws per chain (NUTS) or from the guide (SVI)")
     p.add_argument("--steps", type=_positive_int, default=2000, help="SVI / MAP optimisation steps")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder written by bayes-diml (never any other folder or file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fit)
 
@@ -353,12 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, required=True)
     p.add_argument("--rounds", type=_positive_int, required=True)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--max-draws", type=_positive_int, default=200,
+                   help="posterior draws simulated, spread evenly over chains (default 200)")
     p.add_argument("--out", required=True, help="output CSV (a PNG is written beside it; both are also recorded in RUN/counterfactuals/)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_counterfactual)
 
     p = verbs.add_parser("report", help="write RUN/report.html: one self-contained page on a run folder")
     p.add_argument("run", help="run folder written by 'fit' or 'demo'")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing RUN/report.html (a file only)")
     p.set_defaults(func=cmd_report)
 
     p = verbs.add_parser("compare", help="rank run folders of the same data by PSIS-LOO over episodes")
@@ -384,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: paper, scaled (default both; paper only with --data-sizes)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing result files of the same names in --out (never a folder)")
     p.add_argument("--estimator", dest="estimators", action="append", metavar="NAME",
                    help="run only this estimator (repeatable) and replace its rows in an existing paper.json; "
                         "with --data-sizes, the estimators of the study (default: MAP, NUTS and DIML of the experiment)")
@@ -400,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser("demo", help="simulate the embedded congestion game, fit it, compare with the truth")
-    p.add_argument("--out", default="bayes-diml-demo", help="run folder (replaced if it exists)")
+    p.add_argument("--out", default="bayes-diml-demo", help="run folder to create (default bayes-diml-demo)")
     p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder written by bayes-diml")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -442,6 +489,30 @@ def main(argv=None) -> int:
         done = f"{err.args[0]}" if err.args else "nothing was written"
         print(f"interrupted; {done}", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: the whole traceback to a file, one line here
+        log = _crash_log(argv)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"error: unexpected {type(err).__name__}{': ' + first[:200] if first else ''}; this is a bug in "
+            f"bayes-diml, the full traceback is in {log} (please attach it to a bug report)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _crash_log(argv) -> str:
+    """Write the current exception's traceback (and the command line) to a new file in
+    the system's temporary folder; return its path."""
+    import platform
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="bayes-diml-error-", suffix=".log")
+    with open(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"command: bayes-diml {' '.join(argv)}\n")
+        handle.write(f"python {sys.version.split()[0]} on {platform.platform()}\n\n")
+        handle.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def output_stem(setting: str, variant: str = "paper", quick: bool = False) -> st
 
 def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, sizes: Sequence[int] | None = None,
                     estimators: Sequence[str] | None = None, variant: str = "paper", quick: bool = False, out=None,
-                    cache_dir: str | None = "default", log=print) -> dict:
+                    cache_dir: str | None = "default", log=print, overwrite: bool = False) -> dict:
     """Fit each estimator on nested prefixes of the training episodes; write JSON, Markdown, PNG.
 
     Args:
@@ -122,13 +122,14 @@ def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, size
             estimators outside its quick subset are recorded as skipped.
         out: output folder (default ``benchmarks/results``).
         cache_dir: persistent XLA compilation cache (``"default"``: ``default_cache_dir()``).
+        overwrite: replace existing output files of the same names (never a folder).
 
     Returns:
         The JSON document: ``rows`` (one per seed, size and estimator, with ``rel_error``,
         ``diff_mse``, ``coverage90``, ``wall_seconds``, ``train_digest``, ``test_digest``),
         ``sizes``, ``seeds``, ``settings``, ``machine``, ``wall_seconds``, ``files``.
     """
-    from .inference.storage import write_text_atomic
+    from .inference.storage import check_output_folder_files, write_text_atomic
 
     experiment, chosen = _setting(setting)
     if variant not in ("paper", "scaled"):
@@ -150,8 +151,9 @@ def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, size
         raise DataError(f"data-size study: unknown estimator(s) {unknown} for {experiment}; choose from {list(table)}")
     _enable_compilation_cache(default_cache_dir() if cache_dir == "default" else cache_dir)
     out = Path(out) if out is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
     stem = output_stem(chosen.name, variant, quick)
+    check_output_folder_files(out, [f"{stem}.{kind}" for kind in ("json", "md", "png")], overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     files = {kind: str(out / f"{stem}.{kind}") for kind in ("json", "md", "png")}
     rows: list[dict] = []
     document = {

@@ -21,14 +21,19 @@ def run_demo(
     num_samples: int = 500,
     num_queries: int = 100,
     show: int = 12,
+    overwrite: bool = False,
 ) -> int:
-    """Run the demo and write its run folder (replacing an earlier demo folder)."""
+    """Run the demo and write its run folder ``out`` (an existing one is replaced only with
+    ``overwrite``, and only if it is a run folder this package wrote)."""
     from .inference import fit
+    from .inference.storage import check_run_folder
     from .inference.queries import sample_queries
+    from .inference.results import CREDIBLE_LEVEL, interval_columns
     from .run_folder import save_run
     from .simulate import simulate
     from .spec import default_spec_path, read_spec
 
+    check_run_folder(out, overwrite)  # before the fit, not after it
     start = time.perf_counter()
     model, truth = read_spec(default_spec_path())
     data = simulate(model, truth, num_episodes=num_episodes, num_rounds=num_rounds, seed=seed)
@@ -42,23 +47,24 @@ def run_demo(
         num_samples=num_samples, progress=progress,
     )
     queries = sample_queries(data, num_queries, seed=seed)
-    saved = save_run(result, out, overwrite=True, queries=queries, truth=truth["mechanism"], argv=["bayes-diml", "demo"])
+    saved = save_run(result, out, overwrite=overwrite, queries=queries, truth=truth["mechanism"], argv=["bayes-diml", "demo"])
     table = saved["differences"]
 
     print()
     print(f"Payoff differences Δ = M(action, others)_agent − M(baseline, others)_agent  (first {show} of {len(table)}):")
-    print(f"{'agent':>5} {'action':>6} {'vs':>3} {'others play':>12} {'mean':>8} {'90% interval':>19} {'truth':>8}  covered")
+    print(f"{'agent':>5} {'action':>6} {'vs':>3} {'others play':>12} {'mean':>8} {f'{CREDIBLE_LEVEL:.0%} interval':>19} {'truth':>8}  covered")
+    low, high = interval_columns()
     for row in table.head(show).itertuples():
         others = " ".join(t for j, t in enumerate(row.joint.split()) if j != int(row.agent))
         print(
             f"{row.agent!s:>5} {row.action!s:>6} {row.baseline!s:>3} {others:>12} {row.mean:8.3f} "
-            f"[{row.q05:7.3f}, {row.q95:7.3f}] {row.truth:8.3f}  {'yes' if row.covered else 'NO'}"
+            f"[{getattr(row, low):7.3f}, {getattr(row, high):7.3f}] {row.truth:8.3f}  {'yes' if row.covered else 'NO'}"
         )
     coverage = float(np.mean(table["covered"]))
     print(
-        f"90% intervals cover the truth for {coverage:.0%} of {len(table)} random in-support differences "
+        f"{CREDIBLE_LEVEL:.0%} intervals cover the truth for {coverage:.0%} of {len(table)} random in-support differences "
         "(they share the game's 10 identified parameters, so on one dataset this rate swings widely "
-        "around 90%; tests/test_recovery.py pools it over datasets)."
+        f"around {CREDIBLE_LEVEL:.0%}; tests/test_recovery.py pools it over datasets)."
     )
     print()
     diagnostics = saved["diagnostics"]

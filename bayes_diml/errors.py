@@ -1,6 +1,6 @@
 """Exceptions: bad input (raised before anything is traced) and failed fits."""
 
-__all__ = ["DataError", "SpecError", "FitError"]
+__all__ = ["DataError", "SpecError", "FitError", "ResourceError"]
 
 
 class DataError(ValueError):
@@ -13,6 +13,11 @@ class DataError(ValueError):
 
 class SpecError(DataError):
     """Malformed or inconsistent model specification (``models/*.toml``)."""
+
+
+class ResourceError(DataError):
+    """A program that cannot fit in the memory available, refused before it is built
+    (``bayes_diml.resources``). The message names the size and what to change."""
 
 
 class FitError(RuntimeError):

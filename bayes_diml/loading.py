@@ -16,7 +16,8 @@ def load_data(path, model: Model | None = None):
     """Read a long-format CSV or Parquet file (``episode,round,agent,action[,payoff]``).
 
     With a model, string action labels are coded in the spec's ``action_labels``
-    order and the data are checked against the model (agent and action counts,
+    order, an agent label outside the spec's ``agent_labels`` is refused at its first
+    line, and the data are checked against the model (agent and action counts,
     agents absent mid-episode for joint families).
 
     Raises:
@@ -34,7 +35,8 @@ def load_data(path, model: Model | None = None):
         raise DataError(f"{path}: not a file (a folder?); expected a .csv or .parquet data file")
     kwargs = {}
     if model is not None:
-        kwargs = {"num_actions": model.num_actions, "action_labels": model.action_labels}
+        kwargs = {"num_actions": model.num_actions, "action_labels": model.action_labels,
+                  "agent_labels": model.agent_labels}
     data = getattr(Trajectories, reader)(path, **kwargs)
     if model is not None:
         check_data(data, model, source=str(path))
@@ -42,7 +44,13 @@ def load_data(path, model: Model | None = None):
 
 
 def check_data(data, model: Model, source: str = "data") -> None:
-    """Raise ``DataError`` if ``data`` contradicts ``model`` (see ``Trajectories.check_against``)."""
+    """Raise ``DataError`` if ``data`` contradicts ``model`` (see ``Trajectories.check_against``).
+
+    Agent labels are compared first when the spec names them, so that an unknown label
+    is named (with the closest of the spec's labels) rather than only counted.
+    """
+    if model.agent_labels is not None:
+        _check_agent_labels(tuple(data.agent_labels), tuple(model.agent_labels), source)
     data.check_against(
         num_agents=model.num_agents,
         num_actions=model.num_actions,
@@ -50,8 +58,23 @@ def check_data(data, model: Model, source: str = "data") -> None:
         family=model.mechanism.family,
         source=source,
     )
-    if model.agent_labels is not None and tuple(model.agent_labels) != tuple(data.agent_labels):
+
+
+def _check_agent_labels(found: tuple, expected: tuple, source: str) -> None:
+    """The data's agent labels must be the spec's: name the first unknown or absent one."""
+    from .trajectories import _closest_label, _show, _show_labels
+
+    if found == expected:
+        return
+    unknown = [label for label in found if label not in set(expected)]
+    if unknown:
         raise DataError(
-            f"{source}: agent labels {list(data.agent_labels)} differ from the spec's agent_labels "
-            f"{list(model.agent_labels)}"
+            f"{source}: agent label {_show(unknown[0])} is not in the spec's agent_labels "
+            f"{_show_labels(expected)}{_closest_label(unknown[0], expected)}"
         )
+    absent = [label for label in expected if label not in set(found)]
+    why = f": agent {_show(absent[0])} never plays in the data" if absent else ""
+    raise DataError(
+        f"{source}: agent labels {_show_labels(found)} differ from the spec's agent_labels "
+        f"{_show_labels(expected)}{why}"
+    )

@@ -13,8 +13,9 @@ from typing import Any
 
 from .errors import SpecError
 from .learners import Learner
+from .learners.base import PARAMETER_DOMAINS
 from .mechanisms import Mechanism
-from .priors import Prior
+from .priors import Domain, Interval, Prior
 
 __all__ = ["Model", "INITIAL_MODES", "DEFAULT_PAYOFF_SIGMA"]
 
@@ -24,6 +25,9 @@ episodes; ``per_episode``: a latent Q_0 per episode and agent under a hierarchic
 
 DEFAULT_PAYOFF_SIGMA = Prior("halfnormal", (("scale", 1.0),))
 """Prior of the noise sd of observed payoffs when none is given."""
+
+PAYOFF_SIGMA_DOMAIN = Domain(Interval(0.0), DEFAULT_PAYOFF_SIGMA)
+"""``[payoff] sigma`` > 0; a prior on it must have its support inside."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,6 +83,8 @@ class Model:
             )
         fixed = self.fixed_learner_params
         self.learner.check_params({k: fixed.get(k, _domain_probe(k)) for k in self.learner.param_names}, "[learner]")
+        for name, prior in self.learner_priors.items():
+            PARAMETER_DOMAINS[name].check_prior(prior, name, f"[learner] {name}")
         self._check_extensions()
 
     def _check_extensions(self) -> None:
@@ -105,12 +111,14 @@ class Model:
             if not isinstance(self.learner_params[name], Prior):
                 raise SpecError(
                     f"[learner] per_agent parameter '{name}' is fixed to a number; give it a prior (the prior of "
-                    f"the population centre), e.g. {name} = {{dist = \"lognormal\", loc = 0.0, scale = 1.0}}"
+                    f"the population centre), e.g. {name} = {PARAMETER_DOMAINS[name].suggestion.to_inline()}"
                 )
         if len(set(self.per_agent)) != len(self.per_agent):
             raise SpecError(f"[learner] per_agent lists a parameter twice: {list(self.per_agent)}")
         sigma = self.payoff_sigma
-        if not isinstance(sigma, Prior) and (
+        if isinstance(sigma, Prior):
+            PAYOFF_SIGMA_DOMAIN.check_prior(sigma, "sigma", "[payoff] sigma")
+        elif (
             isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < float("inf")
         ):
             raise SpecError(f"[payoff] sigma must be a number > 0 or a prior table, got {sigma!r}")

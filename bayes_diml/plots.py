@@ -5,20 +5,25 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from .inference.results import CREDIBLE_LEVEL, interval_columns
+
 __all__ = ["plot_rank_trace", "plot_payoff_differences", "plot_posterior_predictive"]
 
 
 def _entries(fit, names, max_entries):
-    out = []
+    """``(label, draws (chain, draw))`` of up to ``max_entries`` entries, labelled as in the
+    summary (``payoffs[high low, bob]``); entries fixed by the gauge (constant over the
+    draws) are left out unless nothing varies (a MAP fit)."""
+    out, fixed = [], []
     for name in names:
         values = np.asarray(fit.posterior[name])
         flat = values.reshape(values.shape[0], values.shape[1], -1)
+        labels = fit.entry_labels(name, values.shape[2:])
         for j in range(flat.shape[2]):
-            label = name if flat.shape[2] == 1 else f"{name}[{j}]"
-            out.append((label, flat[:, :, j]))
+            (out if np.ptp(flat[:, :, j]) > 0 else fixed).append((labels[j], flat[:, :, j]))
             if len(out) >= max_entries:
                 return out
-    return out
+    return out or fixed[:max_entries]
 
 
 def plot_rank_trace(fit, var_names=None, max_entries: int = 12) -> Figure:
@@ -45,13 +50,14 @@ def plot_rank_trace(fit, var_names=None, max_entries: int = 12) -> Figure:
     return fig
 
 
-def plot_payoff_differences(table, title: str = "payoff differences (90% intervals)") -> Figure:
+def plot_payoff_differences(table, title: str = f"payoff differences ({CREDIBLE_LEVEL:.0%} intervals)") -> Figure:
     """Forest plot of a ``payoff_differences`` table; truths as crosses when present."""
     n = len(table)
     fig = Figure(figsize=(7, 0.32 * n + 1.2), layout="constrained")
     ax = fig.subplots()
     y = np.arange(n)[::-1]
-    lo, hi = table["q05"].to_numpy(), table["q95"].to_numpy()
+    low, high = interval_columns()
+    lo, hi = table[low].to_numpy(), table[high].to_numpy()
     colors = np.where(table["in_support"].to_numpy(), "C0", "C7")
     ax.hlines(y, lo, hi, colors=colors, lw=2)
     ax.scatter(table["mean"], y, color=colors, s=14, zorder=3, label="posterior mean")
@@ -69,7 +75,7 @@ def plot_payoff_differences(table, title: str = "payoff differences (90% interva
 
 
 def plot_posterior_predictive(fit) -> Figure:
-    """Observed action frequency per round against the posterior predictive 90% band."""
+    """Observed action frequency per round against the posterior predictive ``CREDIBLE_LEVEL`` (90%) band."""
     pp = fit.posterior_predictive["action_frequency"]
     pp = pp.reshape(-1, *pp.shape[2:])  # (draws, T, A)
     observed = fit.observed_frequencies()
@@ -81,8 +87,9 @@ def plot_posterior_predictive(fit) -> Figure:
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for k in range(A):
         ax = axes[k]
-        lo, mid, hi = np.quantile(pp[:, :, k], [0.05, 0.5, 0.95], axis=0)
-        ax.fill_between(rounds, lo, hi, color="C0", alpha=0.3, label="posterior predictive 90%")
+        tail = (1 - CREDIBLE_LEVEL) / 2
+        lo, mid, hi = np.quantile(pp[:, :, k], [tail, 0.5, 1 - tail], axis=0)
+        ax.fill_between(rounds, lo, hi, color="C0", alpha=0.3, label=f"posterior predictive {CREDIBLE_LEVEL:.0%}")
         ax.plot(rounds, mid, color="C0", lw=1)
         ax.plot(rounds, observed[:, k], color="k", lw=1, label="observed")
         ax.set_title(f"action {fit.data.action_labels[k]}", fontsize=9)

@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .inference.results import CREDIBLE_LEVEL, interval_columns
+from .inference.storage import check_output_file, file_mode, write_text_atomic
 
 __all__ = ["write_report", "save_counterfactual", "REPORT_NAME", "COUNTERFACTUALS_DIR", "SECTIONS"]
 
@@ -60,8 +62,8 @@ SECTIONS = (
 TABLE_ROWS = 30
 """Rows shown per table (the CSV in the run folder has them all)."""
 
-PREDICTIVE_BAND = 0.90
-"""Mass of the posterior predictive band (the one ``plots.plot_posterior_predictive`` draws)."""
+PREDICTIVE_BAND = CREDIBLE_LEVEL
+"""Mass of the posterior predictive band (the one ``plots.plot_posterior_predictive`` draws): ``CREDIBLE_LEVEL``."""
 
 PREDICTIVE_MIN_DRAWS = 20
 """Fewer simulated draws than this (a MAP fit has one) give no coverage sentence."""
@@ -100,12 +102,14 @@ footer { margin-top: 3em; color: #57606a; font-size: 0.85em; }
 
 
 # ------------------------------------------------------------------ entry points
-def write_report(run_dir) -> Path:
+def write_report(run_dir, *, overwrite: bool = False) -> Path:
     """Write ``RUN/report.html``: one self-contained page summarising a run folder.
 
     Args:
         run_dir: a run folder written by ``bayes-diml fit`` / ``demo``
             (``run_folder.save_run``) or by ``Fit.save``.
+        overwrite: replace an existing ``report.html`` (a file; anything else of that
+            name is never replaced).
 
     Returns:
         The path of the report.
@@ -123,7 +127,8 @@ def write_report(run_dir) -> Path:
     if not any((run / name).is_file() for name in _RUN_MARKERS):
         raise DataError(f"{run}: not a run folder (neither {' nor '.join(_RUN_MARKERS)} is in it)")
     out = run / REPORT_NAME
-    _write_text(out, _page(run))
+    check_output_file(out, overwrite)
+    write_text_atomic(out, _page(run))
     return out
 
 
@@ -154,12 +159,12 @@ def save_counterfactual(run_dir, result, name: str, command=None, overwrite: boo
     while not overwrite and any((folder / f"{stem}{ext}").exists() for ext in (".csv", ".png", ".json")):
         k += 1
         stem = f"{base}-{k}"
-    _write_text(folder / f"{stem}.csv", result.to_frame().to_csv(index=False))
+    write_text_atomic(folder / f"{stem}.csv", result.to_frame().to_csv(index=False))
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".png", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             result.plot().savefig(handle, format="png", dpi=110)
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, folder / f"{stem}.png")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,23 +177,8 @@ def save_counterfactual(run_dir, result, name: str, command=None, overwrite: boo
         "intervention": _jsonable(result.intervention),
         "date": _now(),
     }
-    _write_text(folder / f"{stem}.json", json.dumps(record, indent=2))
+    write_text_atomic(folder / f"{stem}.json", json.dumps(record, indent=2))
     return folder / f"{stem}.csv"
-
-
-def _write_text(path: Path, text: str) -> None:
-    """``write_text_atomic`` with the permissions of an ordinary new file (not mkstemp's 0600)."""
-    from .inference.storage import write_text_atomic
-
-    write_text_atomic(path, text)
-    os.chmod(path, _file_mode())
-
-
-def _file_mode() -> int:
-    """``0o666`` less the process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 # ------------------------------------------------------------------ the page
@@ -305,7 +295,7 @@ def _diagnostics_section(run: Path) -> str:
             words = (
                 f"R-hat is at most {_num(rhat)} (the chains agree when it is at most {RHAT_MAX}); the smallest "
                 f"effective sample sizes are {_num(ess_bulk, '.0f')} (bulk) and {_num(ess_tail, '.0f')} (tail), "
-                f"against the {ESS_MIN} wanted for stable 90% intervals; the sampler met {divergences} divergent "
+                f"against the {ESS_MIN} wanted for stable {CREDIBLE_LEVEL:.0%} intervals; the sampler met {divergences} divergent "
                 f"transition{'s' if divergences != 1 else ''}"
                 + (f"; E-BFMI is at least {_num(min(ebfmi))} (wanted: {EBFMI_MIN} or more)." if ebfmi else ".")
             )
@@ -360,7 +350,7 @@ def _differences_section(run: Path) -> str:
         "<p>Payoff differences Δ = M(action, a₋ᵢ)ᵢ − M(baseline, a₋ᵢ)ᵢ: how much more agent i is paid "
         "for playing <em>action</em> instead of <em>baseline</em> while the others play as in "
         "<em>joint</em>. Under full-information learners these, not payoff levels, are what the data "
-        "identify. Bars are 90% posterior intervals; grey rows are contexts never seen in the data.</p>"
+        f"identify. Bars are {CREDIBLE_LEVEL:.0%} posterior intervals; grey rows are contexts never seen in the data.</p>"
     ]
     if problem:
         parts.append(_missing(problem))
@@ -370,7 +360,7 @@ def _differences_section(run: Path) -> str:
             if "covered" in table.columns and len(table):
                 covered = table["covered"].astype(str).str.lower().isin(("true", "1")).to_numpy()
                 sentence += (
-                    f" The 90% intervals cover the truth for {int(covered.sum())} of {len(table)} differences "
+                    f" The {CREDIBLE_LEVEL:.0%} intervals cover the truth for {int(covered.sum())} of {len(table)} differences "
                     f"({covered.mean():.0%})."
                 )
             parts.append(f"<p>{_e(sentence)}</p>")
@@ -397,7 +387,8 @@ def _identifiability_section(run: Path) -> str:
         f"(identified), up to {WEAKLY_IDENTIFIED_BELOW} they inform it (weakly identified), above that its "
         "posterior is its prior (prior-driven). <em>Not identified on its own</em>: the coordinate lies along "
         "a flat direction of the likelihood; only combinations of it with others are identified. "
-        "<code>fit.identifiability().verdict()</code> names those directions.</p>"
+        "<code>bayes-diml fit</code> names those directions when it finishes "
+        "(in Python: <code>fit.identifiability().verdict()</code>).</p>"
     ]
     for kind, heading, columns in (
         ("parameter", "Parameters", ["name", "entry", "prior_sd", "posterior_sd", "contraction", "flat_loading", "verdict"]),
@@ -472,10 +463,10 @@ def _counterfactuals_section(run: Path) -> str:
         result, problem = _read_csv(folder / f"{stem}.csv")
         if problem:
             parts.append(_missing(problem))
-        elif {"quantity", "round", "mean", "q05", "q95"} <= set(result.columns) and len(result):
+        elif {"quantity", "round", "mean", *interval_columns()} <= set(result.columns) and len(result):
             last = result[result["round"] == result["round"].max()]
-            parts.append(f"<p>Final round ({_e(str(result['round'].max()))}), posterior mean and 90% interval:</p>")
-            parts.append(_table(last[[c for c in ("quantity", "action", "mean", "q05", "q95") if c in last.columns]]))
+            parts.append(f"<p>Final round ({_e(str(result['round'].max()))}), posterior mean and {CREDIBLE_LEVEL:.0%} interval:</p>")
+            parts.append(_table(last[[c for c in ("quantity", "action", "mean", *interval_columns()) if c in last.columns]]))
         parts.append(_image(folder / f"{stem}.png", f"counterfactual {stem}"))
     return "\n".join(parts)
 

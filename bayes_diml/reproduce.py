@@ -541,7 +541,7 @@ def _run_setting(setting: Setting, experiment: str, variant: str, seed: int, s: 
 
 def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, variants=("paper", "scaled"),
               cache_dir: str | None = "default", log=print, estimators: tuple[str, ...] | None = None,
-              first_seed: int = 0) -> dict:
+              first_seed: int = 0, overwrite: bool = False) -> dict:
     """Run experiments and write ``paper.json`` and ``paper.md`` into ``out``.
 
     Args:
@@ -557,11 +557,14 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
             ``None``: off).
         estimators: run only these estimators (names as in the table) and replace their
             rows in an existing ``paper.json`` of ``out`` (other rows are kept).
+        overwrite: replace existing ``paper.json`` / ``paper.md`` files (without it, and
+            without ``estimators``, existing ones are refused; a folder of that name
+            is never replaced).
 
     Returns:
         The JSON document (``rows``, ``settings``, ``machine``, ``wall_seconds``).
     """
-    from .inference.storage import write_text_atomic
+    from .inference.storage import check_output_folder_files, write_text_atomic
 
     unknown = [e for e in experiments if e not in EXPERIMENTS]
     if unknown:
@@ -574,8 +577,9 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     _enable_compilation_cache(default_cache_dir() if cache_dir == "default" else cache_dir)
     s = Settings.for_mode(quick)
     out = Path(out) if out is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
     stem = "paper_quick" if quick else "paper"
+    check_output_folder_files(out, [f"{stem}.json", f"{stem}.md"], overwrite or estimators is not None)
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows: list[dict] = []
     kept: list[dict] = []

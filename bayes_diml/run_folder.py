@@ -1,7 +1,7 @@
 """Full run folders, as written by ``bayes-diml fit`` and ``bayes-diml demo``.
 
     RUN/posterior.nc  fit.json  spec.toml  data.csv     (Fit.save: enough to reload)
-    RUN/summary.csv          ArviZ summary of the natural parameters
+    RUN/summary.csv          ArviZ summary of the natural parameters ("fixed": pinned by the gauge)
     RUN/diagnostics.json     R-hat, ESS, divergences, E-BFMI, warnings
     RUN/identifiability.csv  contraction per parameter and difference, Fisher directions
     RUN/payoff_differences.csv  posterior of sampled in-support differences
@@ -20,6 +20,10 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+
+import pandas as pd
+
+from .errors import DataError
 
 __all__ = ["save_run", "provenance"]
 
@@ -83,14 +87,20 @@ def save_run(fit, directory, *, overwrite=False, data_path=None, queries=None, t
     from .plots import plot_payoff_differences, plot_posterior_predictive, plot_rank_trace
 
     if queries is None:
-        queries = sample_queries(fit.data, 20, seed=0)
-    differences = fit.payoff_differences(queries, truth=truth)
+        try:
+            queries = sample_queries(fit.data, 20, seed=0)
+        except DataError:  # no round in which every agent played: no joint-action context to ask about
+            queries = pd.DataFrame({"agent": [], "action": [], "baseline": [], "joint": []})
+    if len(queries):
+        differences = fit.payoff_differences(queries, truth=truth)
+    else:
+        differences = pd.DataFrame(columns=["agent", "action", "baseline", "joint", "mean", "sd", "q05", "q95", "in_support"])
     diagnostics = fit.diagnostics()
     report = fit.identifiability(queries)
     with atomic_folder(directory, overwrite) as tmp:
         tmp = Path(tmp)
         write_run_files(fit, tmp)
-        fit.summary().to_csv(tmp / "summary.csv")
+        fit.summary(mark_fixed=True).to_csv(tmp / "summary.csv")
         (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2), encoding="utf-8")
         report.to_frame().to_csv(tmp / "identifiability.csv", index=False)
         differences.to_csv(tmp / "payoff_differences.csv", index=False)

@@ -104,6 +104,11 @@ def simulate(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not 0.0 <= payoff_fraction <= 1.0 or not payoff_noise >= 0.0:
         raise ValueError(f"payoff_fraction must be in [0, 1] and payoff_noise >= 0, got {payoff_fraction}, {payoff_noise}")
+    from .resources import check_memory, simulation_memory
+
+    nbytes, detail = simulation_memory(model, int(num_episodes), int(num_rounds))
+    check_memory(nbytes, f"simulating {num_episodes} episodes x {num_rounds} rounds", detail,
+                 "simulate fewer episodes or rounds")
     model.mechanism.check_params(params["mechanism"], "mechanism parameters")
     model.learner.check_params(params["learner"], "learner parameters")
     if "initial" in params:

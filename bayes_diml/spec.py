@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import numeric_array
-from .errors import SpecError
+from .errors import ResourceError, SpecError
 from .learners import LEARNERS
 from .mechanisms import FAMILIES
 from .model import DEFAULT_PAYOFF_SIGMA, Model
@@ -56,7 +56,7 @@ def read_spec(path) -> tuple[Model, dict | None]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is dropped
     except FileNotFoundError:
         raise SpecError(f"{path}: spec file not found") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -170,7 +170,10 @@ def _mechanism(section: dict, n: int, A: int, where: str, base_dir: Path):
         _unknown(arrays, {"own", "cross", "feature_names"}, f"{where} features file")
         names = section.get("feature_names", arrays.get("feature_names", ()))
         kwargs.update(own=arrays.get("own"), cross=arrays.get("cross"), feature_names=tuple(str(x) for x in names))
-    return FAMILIES[family](num_agents=n, num_actions=A, **kwargs)
+    try:
+        return FAMILIES[family](num_agents=n, num_actions=A, **kwargs)
+    except ResourceError as err:  # e.g. a tabular table beyond the memory: name the spec
+        raise ResourceError(f"{where}: {err}") from None
 
 
 def _learner(section: dict, where: str):
@@ -285,6 +288,9 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
         mech_truth.update(_load_npz(base_dir, truth_section["weights"], "weights", where))
     for key, value in truth_section.items():
         if key == "weights":
+            continue
+        if isinstance(value, dict):  # [mechanism.truth.payoffs]: keyed by joint actions (tabular)
+            mech_truth[key] = mechanism.truth_from_table(key, value, action_labels, f"{source} [mechanism.truth.{key}]")
             continue
         mech_truth[key] = numeric_array(value, f"{where} '{key}'", SpecError)
     mechanism.check_params(mech_truth, where)

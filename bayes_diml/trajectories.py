@@ -20,8 +20,10 @@ silently dropped, clipped or coerced. Files are written to a temporary name in t
 same folder and renamed into place (DESIGN §9).
 
 Labels. Episode and agent labels are all integers or all non-numeric strings per
-column, and are kept sorted (integers numerically, strings lexicographically), so that
-episode index ``e`` is the rank of its label. Integer actions are their own codes
+column (a text such as 'NA' or 'null' is a string label; only an empty cell, or a
+typed null, is missing; in a column of integers such a text is a missing value), and
+are kept sorted (integers numerically, strings lexicographically), so that episode
+index ``e`` is the rank of its label. Integer actions are their own codes
 ``0..num_actions-1``; string actions are mapped to codes through ``action_labels``
 (their sorted order unless given). Rounds carry one global numbering: round index
 ``t`` has the label ``first_round + t``.
@@ -29,6 +31,7 @@ episode index ``e`` is the rank of its label. Integer actions are their own code
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import difflib
@@ -37,6 +40,7 @@ import operator
 import os
 import re
 import secrets
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,7 @@ ABSENCE_FAMILIES = ("congestion", "anonymous", "public_goods", "linear")
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _ROUND_LIMIT = 1 << 62  # |round| bound, so round differences never overflow int64
 _HEADER_TEXT = "episode,round,agent,action[,payoff]"
+_INDEX_NAME_RE = re.compile(r"Unnamed: [0-9]+|__index_level_[0-9]+__")  # saved indexes
 
 # Kinds of a cell, as read by ``_classify``.
 _MISSING = 0  # empty cell, None, NaN
@@ -128,7 +133,8 @@ def _label_problem(label: Any) -> str | None:
 
     A label must survive a trip through a CSV file unchanged: an integer in the
     64-bit range, or a non-empty string without line breaks that does not read as a
-    number or a missing value.
+    number. Texts such as 'NA' or 'null' are fine: label columns are read as text,
+    and only an empty cell is missing.
     """
     if isinstance(label, bool) or not isinstance(label, (int, str)):
         return f"must be an int or a str, got {type(label).__name__}"
@@ -148,10 +154,50 @@ def _label_problem(label: Any) -> str | None:
     kind, _ = _classify_text(label)
     if kind == _MISSING:
         return "is empty"
-    if kind != _TEXT:
-        return ("reads as a number or a missing value; string labels must not "
-                "look like numbers, or they would be read back as such")
+    if kind in (_INT, _NUMBER):
+        return ("reads as a number; string labels must not look like numbers, or they "
+                "would be read back as such")
     return None
+
+
+def _label_kind(cell: Any) -> tuple[int, Any]:
+    """Reads one cell of a label column (episode, agent, action).
+
+    Like :func:`_classify`, except that texts such as 'NA' or 'null' are string
+    labels: only an empty cell (or a typed null) is missing.
+    """
+    kind, value = _classify(cell)
+    if kind == _NA_TEXT:
+        return _TEXT, cell
+    return kind, value
+
+
+def _missing_in_integers(table: _Table, col: _Column, first_text: int, column: str,
+                         expected: str) -> None:
+    """In a column of integers, a text such as 'NA' is refused as a missing value."""
+    cell = col.cells[first_text]
+    if _classify(cell)[0] == _NA_TEXT:
+        raise _cell_error(table, int(col.first_row[first_text]), column, _NA_TEXT, cell,
+                          expected)
+
+
+def _show_labels(labels: Sequence, limit: int = 10) -> str:
+    """A list of labels for messages, cut after ``limit`` entries."""
+    shown = [_show(label) for label in list(labels)[:limit]]
+    if len(labels) > limit:
+        return f"[{', '.join(shown)}, ...] ({len(labels)} labels)"
+    return f"[{', '.join(shown)}]"
+
+
+def _closest_label(label: Any, known: Sequence) -> str:
+    """`` (did you mean 'x'?)`` for the known label closest to ``label``, or ''."""
+    text = str(label)
+    same = [k for k in known if str(k).casefold() == text.casefold()]
+    if not same:
+        by_text = {str(k): k for k in known}
+        close = difflib.get_close_matches(text, list(by_text), n=1, cutoff=0.6)
+        same = [by_text[c] for c in close]
+    return f" (did you mean {_show(same[0])}?)" if same else ""
 
 
 # --------------------------------------------------------------------------- table
@@ -210,12 +256,16 @@ class _Table:
         frame: The table, one column per name, cells as read (text or typed values).
         row_word: ``"line"`` (CSV) or ``"row"`` (DataFrame, Parquet).
         row_offset: Added to a 0-based row position to get its number in messages.
+        row_lines: For a CSV file whose records do not sit one per line (a quoted
+            cell holding a line break), the line where each row starts; None when
+            ``row + row_offset`` is the line.
     """
 
     source: str
     frame: pd.DataFrame
     row_word: str
     row_offset: int
+    row_lines: np.ndarray | None = None
 
     @property
     def num_rows(self) -> int:
@@ -225,7 +275,10 @@ class _Table:
         return _factorize(self.frame[name])
 
     def where(self, *rows: int) -> str:
-        numbers = " and ".join(str(int(r) + self.row_offset) for r in rows)
+        if self.row_lines is not None:
+            numbers = " and ".join(str(int(self.row_lines[int(r)])) for r in rows)
+        else:
+            numbers = " and ".join(str(int(r) + self.row_offset) for r in rows)
         return f"{self.row_word}{'s' if len(rows) > 1 else ''} {numbers}"
 
     def error(self, row: int, column: str, message: str) -> DataError:
@@ -233,10 +286,20 @@ class _Table:
 
 
 def _check_columns(names: list, source: str, header: str) -> None:
-    """Refuses missing, misspelled, repeated or unknown columns."""
+    """Refuses missing, misspelled, repeated, unnamed or unknown columns."""
     allowed = (*REQUIRED_COLUMNS, PAYOFF_COLUMN)
     shown = ", ".join(_show(n) for n in names) or "none"
     prefix = f"{source}, {header}"
+    found = f"found columns {shown}; expected {_HEADER_TEXT}"
+    for position, name in enumerate(names):
+        if name != "":
+            continue
+        if position == 0 and len(names) > 1:
+            raise DataError(f"{prefix}: column 1 has no name, so it looks like a saved "
+                            "DataFrame index; write the file with to_csv(index=False), "
+                            f"or delete the first column; {found}")
+        hint = " (a trailing comma?)" if position == len(names) - 1 else ""
+        raise DataError(f"{prefix}: column {position + 1} has no name{hint}; {found}")
     for name in names:
         match = re.fullmatch(r"(.+)\.([0-9]+)", str(name))
         if names.count(name) > 1 or (match and match.group(1) in names):
@@ -260,9 +323,99 @@ def _check_columns(names: list, source: str, header: str) -> None:
                                           cutoff=0.6)
         if close:
             hints.append(f"did you mean {_show(close[0])} for {_show(name)}?")
-    message = (f"{prefix}: {'; '.join(parts)}; found columns {shown}; expected "
-               f"{_HEADER_TEXT}")
+        elif _INDEX_NAME_RE.fullmatch(str(name)):
+            hints.append(f"{_show(name)} looks like a saved DataFrame index: write the "
+                         "file with to_csv(index=False), or delete that column")
+    message = f"{prefix}: {'; '.join(parts)}; {found}"
     raise DataError(message + (" (" + " ".join(hints) + ")" if hints else ""))
+
+
+_SEPARATORS = (("\t", "tab"), (";", "semicolon"), ("|", "pipe"))
+"""Separators other than the comma that a header line may betray, and their names."""
+
+
+def _check_first_line(path: str | os.PathLike, source: str) -> None:
+    """Refuses a CSV file whose line 1 is a comment, blank, or not comma-separated."""
+    with open(path, "rb") as file:
+        first = file.readline()
+    if not first:  # an empty file: the reader says so
+        return
+    text = first.removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace").rstrip("\r\n")
+    if text.lstrip().startswith("#"):
+        raise DataError(
+            f"{source}, line 1: the file starts with a comment line ({_show(text)}); "
+            "comment lines are not supported: delete them, so that line 1 is the header "
+            f"{_HEADER_TEXT}")
+    if not text.strip():
+        raise DataError(f"{source}, line 1: the line is blank; expected the header "
+                        f"{_HEADER_TEXT}")
+    if "," not in text:
+        for char, name in _SEPARATORS:
+            if char in text:
+                raise DataError(
+                    f"{source}, line 1 (the header): the file looks {name}-separated (the "
+                    f"header {_show(text)} has {name}s and no commas); expected "
+                    f"comma-separated columns {_HEADER_TEXT}")
+
+
+def _first_non_utf8(path: str | os.PathLike) -> tuple[int, int, str] | None:
+    """Where a file first fails to be UTF-8: ``(byte offset, line, reason)``, or None.
+
+    The offset is 0-based in the whole file (a byte-order mark counts); the line is
+    1-based, counting line feeds before the byte. The file is read in chunks.
+    """
+    offset = 0  # file offset of data[0]
+    line = 1
+    pending = b""  # an incomplete character at the end of the previous chunk
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(1 << 20)
+            data = pending + chunk
+            try:
+                _, used = codecs.utf_8_decode(data, "strict", not chunk)
+            except UnicodeDecodeError as err:
+                return offset + err.start, line + data.count(b"\n", 0, err.start), err.reason
+            if not chunk:
+                return None
+            line += data.count(b"\n", 0, used)
+            offset += used
+            pending = data[used:]
+
+
+_CSV_FIELD = rb'(?:"[^"]*+(?:""[^"]*+)*+"[^,\r\n]*+|[^",\r\n][^,\r\n]*+)?'
+_CSV_RECORD = re.compile(_CSV_FIELD + rb"(?:," + _CSV_FIELD + rb")*+")
+"""One CSV record up to its line break, as pandas' C tokenizer splits them: a quote
+opens a quoted field only at the start of a field ('""' inside is a quote, and line
+breaks are kept); elsewhere it is an ordinary character. The match stops early at a
+quote that is never closed."""
+
+
+def _record_lines(data: bytes) -> tuple[np.ndarray, int | None]:
+    """The line where each CSV record starts, and where an unclosed quote opens.
+
+    ``data`` is the file's bytes. Returns the 1-based line of each record's start (the
+    header is record 0), and the line of the opening quote of a quoted field that is
+    never closed (the records stop there), or None. Lines end at '\\n', '\\r\\n' or a
+    lone '\\r', as records do. Only called when records and lines may differ (a quoted
+    cell holding a line break) or to place an error: it steps record by record.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    starts: list[int] = []
+    unclosed = None
+    pos, size = 0, len(data)
+    while pos < size:
+        starts.append(pos)
+        end = _CSV_RECORD.match(data, pos).end()
+        if end < size and data[end] == ord('"'):
+            unclosed = end
+            break
+        pos = end + (2 if data.startswith(b"\r\n", end) else 1)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero((raw == 10) | ((raw == 13) & (np.r_[raw[1:], 0] != 10)))
+    lines = np.searchsorted(breaks, np.asarray(starts, dtype=np.int64)) + 1
+    where = None if unclosed is None else int(np.searchsorted(breaks, unclosed)) + 1
+    return lines.astype(np.int64), where
 
 
 def _cell_error(table: _Table, row: int, column: str, kind: int, raw: Any,
@@ -280,8 +433,11 @@ def _cell_error(table: _Table, row: int, column: str, kind: int, raw: Any,
     return table.error(row, column, f"{what}; expected {expected}")
 
 
-def _parse_labels(table: _Table, column: str) -> tuple[tuple, np.ndarray]:
+def _parse_labels(table: _Table, column: str,
+                  known: tuple | None = None) -> tuple[tuple, np.ndarray]:
     """Reads an episode or agent column.
+
+    With ``known`` labels, a label outside them is refused at its first row.
 
     Returns:
         The sorted distinct labels, and each row's index into them (int64,
@@ -292,9 +448,10 @@ def _parse_labels(table: _Table, column: str) -> tuple[tuple, np.ndarray]:
     labels: list = []
     first_int = first_text = None  # distinct-cell positions
     distinct_of: dict[Any, int] = {}
+    known_set = None if known is None else set(known)
     for k, cell in enumerate(col.cells):
         row = int(col.first_row[k])
-        kind, value = _classify(cell)
+        kind, value = _label_kind(cell)
         if kind not in (_INT, _TEXT):
             raise _cell_error(table, row, column, kind, cell, expected)
         seen = distinct_of.setdefault(value, k)
@@ -312,12 +469,17 @@ def _parse_labels(table: _Table, column: str) -> tuple[tuple, np.ndarray]:
             if problem:
                 raise table.error(row, column, f"label {_show(cell)} {problem}")
         if first_int is not None and first_text is not None:
+            _missing_in_integers(table, col, first_text, column, expected)
             raise table.error(row, column, (
                 f"mixed label types: {table.where(col.first_row[first_int])} has the "
                 f"integer label {_show(col.cells[first_int])} but "
                 f"{table.where(col.first_row[first_text])} has the string label "
                 f"{_show(col.cells[first_text])}; a column's labels must be all "
                 "integers or all strings"))
+        if known_set is not None and value not in known_set:
+            raise table.error(row, column, (
+                f"{column} label {_show(cell)} is not in {column}_labels "
+                f"{_show_labels(known)}{_closest_label(value, known)}"))
         labels.append(value)
     ordered = tuple(sorted(distinct_of))
     rank = {label: r for r, label in enumerate(ordered)}
@@ -380,7 +542,7 @@ def _parse_actions(table: _Table, num_actions: int | None,
     first_int = first_text = None  # distinct-cell positions
     for k, cell in enumerate(col.cells):
         row = int(col.first_row[k])
-        kind, value = _classify(cell)
+        kind, value = _label_kind(cell)
         if kind not in (_INT, _TEXT):
             raise _cell_error(table, row, column, kind, cell, expected)
         if kind == _INT:
@@ -391,6 +553,7 @@ def _parse_actions(table: _Table, num_actions: int | None,
         else:
             first_text = k if first_text is None else first_text
         if first_int is not None and first_text is not None:
+            _missing_in_integers(table, col, first_text, column, expected)
             raise table.error(row, column, (
                 f"mixed action types: {table.where(col.first_row[first_int])} has the "
                 f"integer code {_show(col.cells[first_int])} but "
@@ -548,13 +711,16 @@ def _check_round_gaps(table: _Table, ep: np.ndarray, t: np.ndarray,
     raise DataError(f"{table.source}, column 'round': {message}")
 
 
-def _parse_table(table: _Table, num_actions: Any, action_labels: Any) -> Trajectories:
+def _parse_table(table: _Table, num_actions: Any, action_labels: Any,
+                 agent_labels: Any = None) -> Trajectories:
     """The parsing core shared by CSV, Parquet and DataFrame input."""
     num_actions, action_labels = _resolve_action_args(num_actions, action_labels,
                                                       table.source)
+    if agent_labels is not None:
+        agent_labels = _as_labels(agent_labels, f"{table.source}: agent_labels")
     episode_labels, ep = _parse_labels(table, "episode")
     rounds = _parse_rounds(table)
-    agent_labels, ag = _parse_labels(table, "agent")
+    agent_labels, ag = _parse_labels(table, "agent", agent_labels)
     codes, num_actions, action_labels = _parse_actions(table, num_actions, action_labels)
     values = _parse_payoff(table) if PAYOFF_COLUMN in table.frame.columns else None
     first_round = int(rounds.min())
@@ -578,7 +744,8 @@ def _parse_table(table: _Table, num_actions: Any, action_labels: Any) -> Traject
 
 
 def _parse_frame(df: Any, source: str, row_word: str, row_offset: int, header: str,
-                 num_actions: Any, action_labels: Any) -> Trajectories:
+                 num_actions: Any, action_labels: Any,
+                 agent_labels: Any = None, row_lines: np.ndarray | None = None) -> Trajectories:
     """Checks a DataFrame's columns and hands its cells to the parsing core."""
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -588,8 +755,8 @@ def _parse_frame(df: Any, source: str, row_word: str, row_offset: int, header: s
         raise DataError(
             f"{source}, {row_word} {row_offset}: no data rows; expected one row per "
             f"(episode, round, agent) that played, with columns {_HEADER_TEXT}")
-    table = _Table(source, df, row_word, row_offset)
-    return _parse_table(table, num_actions, action_labels)
+    table = _Table(source, df, row_word, row_offset, row_lines)
+    return _parse_table(table, num_actions, action_labels, agent_labels)
 
 
 # --------------------------------------------------------------------------- arrays
@@ -906,8 +1073,9 @@ class Trajectories:
                 in which nobody played are always legal).
         """
         if num_agents != self.num_agents:
-            raise DataError(f"{source}: the data have {self.num_agents} agents but the "
-                            f"spec (family {family!r}) says num_agents={num_agents}")
+            raise DataError(f"{source}: the data have {self.num_agents} agents "
+                            f"{_show_labels(self.agent_labels)} but the spec (family "
+                            f"{family!r}) says num_agents={num_agents}")
         if num_actions != self.num_actions:
             raise DataError(
                 f"{source}: the data have {self.num_actions} actions but the spec (family "
@@ -1015,7 +1183,8 @@ class Trajectories:
     @classmethod
     def from_dataframe(cls, df: pd.DataFrame, num_actions: int | None = None,
                        action_labels: Sequence | None = None,
-                       source: str = "<DataFrame>") -> Trajectories:
+                       source: str = "<DataFrame>",
+                       agent_labels: Sequence | None = None) -> Trajectories:
         """Reads a long table ``episode, round, agent, action[, payoff]``.
 
         Rows are named in messages by their 0-based position (as in ``df.iloc``).
@@ -1027,6 +1196,9 @@ class Trajectories:
             action_labels: The actions' names in code order; string actions must be
                 among them, integer codes must be below their number.
             source: How the data are named in messages.
+            agent_labels: The expected agent labels (e.g. a spec's); a label outside
+                them is refused at its first row, with the closest expected label.
+                The result's ``agent_labels`` are still those that occur in the data.
 
         Returns:
             The validated trajectories; ``first_round`` is the smallest round.
@@ -1035,55 +1207,93 @@ class Trajectories:
             DataError: Any malformed cell, column, or structure (see the module doc).
         """
         return _parse_frame(df, source, "row", 0, "column names", num_actions,
-                            action_labels)
+                            action_labels, agent_labels)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike, num_actions: int | None = None,
-                 action_labels: Sequence | None = None) -> Trajectories:
+                 action_labels: Sequence | None = None,
+                 agent_labels: Sequence | None = None) -> Trajectories:
         """Reads a long-format CSV file (UTF-8, optional BOM, header on line 1).
+
+        Every cell is read as text: a label such as 'NA' or 'null' is a label, and
+        only an empty cell is missing. The separator is a comma; a file whose header
+        has tabs, semicolons or pipes and no comma is refused as such, and so is a
+        file whose line 1 is a '#' comment or blank.
 
         Args:
             path: The file.
             num_actions: As in :meth:`from_dataframe`.
             action_labels: As in :meth:`from_dataframe`.
+            agent_labels: As in :meth:`from_dataframe`.
 
         Returns:
             The validated trajectories.
 
         Raises:
-            DataError: Not UTF-8, empty, a row with more fields than the header, or
-                any malformed cell, column or structure; the message names the line
-                (1-based, header on line 1) and column. Blank lines at the end of the
-                file are ignored; a blank line elsewhere is an error.
+            DataError: Not UTF-8 (naming the byte offset and line), empty, a row with
+                more fields than the header, or any malformed cell, column or
+                structure; the message names the line (1-based, header on line 1)
+                and column. Blank lines at the end of the file are ignored; a blank
+                line elsewhere is an error.
         """
         source = str(path)
+        _check_first_line(path, source)
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                             skip_blank_lines=False, index_col=False,
-                             encoding="utf-8-sig")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
+                                 na_filter=False, skip_blank_lines=False, index_col=False,
+                                 encoding="utf-8-sig")
         except pd.errors.EmptyDataError:
             raise DataError(f"{source}, line 1: the file is empty; expected the header "
                             f"{_HEADER_TEXT}") from None
         except UnicodeDecodeError as err:
-            raise DataError(f"{source}: byte {err.start} is not UTF-8 text ({err.reason}); "
+            offset, line, reason = _first_non_utf8(path) or (err.start, None, err.reason)
+            where = "" if line is None else f", line {line}"
+            raise DataError(f"{source}{where}: byte {offset} is not UTF-8 text ({reason}); "
                             "expected a UTF-8 CSV file") from None
+        except pd.errors.ParserWarning as err:
+            raise DataError(f"{source}: not a readable CSV file ({err})") from None
         except pd.errors.ParserError as err:
+            # pandas numbers records, not lines: find the lines in the file itself.
+            data = Path(path).read_bytes()
+            record_lines, unclosed = _record_lines(data) if b'"' in data else (None, None)
+            if unclosed is not None:
+                raise DataError(f"{source}, line {unclosed}: a quoted field starts here and "
+                                "is never closed; expected a closing '\"'") from None
             match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
             if match:
                 expected, line, seen = match.groups()
+                record = int(line) - 1  # pandas' 'line' is the 1-based record
+                if record_lines is not None and record < len(record_lines):
+                    line = int(record_lines[record])
                 raise DataError(f"{source}, line {line}: {seen} fields but the header has "
                                 f"{expected}; expected {_HEADER_TEXT}") from None
             raise DataError(f"{source}: not a readable CSV file ({err})") from None
+        # The header is read as the first row, so that its names stay as written
+        # (pandas would rename an empty name 'Unnamed: 4' and a repeated one 'x.1').
+        names = df.iloc[0].tolist() if len(df) else []
+        # Row r sits on line r + 2 unless a quoted cell holds a line break; only then
+        # (quotes present, and more lines than records) are the records' lines found.
+        row_lines = None
+        data = Path(path).read_bytes()
+        if b'"' in data:
+            breaks = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+            if breaks + (not data.endswith((b"\n", b"\r"))) != len(df):
+                row_lines = _record_lines(data)[0][1:]
+        del data
+        df = df.iloc[1:].reset_index(drop=True).set_axis(names, axis=1)
         if len(df) and len(df.columns):
             blank = (df == "").all(axis=1).to_numpy()
             trailing = len(blank) - (np.flatnonzero(~blank)[-1] + 1 if (~blank).any() else 0)
             df = df.iloc[: len(df) - trailing]
         return _parse_frame(df, source, "line", 2, "line 1 (the header)", num_actions,
-                            action_labels)
+                            action_labels, agent_labels, row_lines)
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike, num_actions: int | None = None,
-                     action_labels: Sequence | None = None) -> Trajectories:
+                     action_labels: Sequence | None = None,
+                     agent_labels: Sequence | None = None) -> Trajectories:
         """Reads a long-format Parquet file (same columns as the CSV).
 
         Rows are named in messages by their 0-based position in the file.
@@ -1092,12 +1302,14 @@ class Trajectories:
             path: The file.
             num_actions: As in :meth:`from_dataframe`.
             action_labels: As in :meth:`from_dataframe`.
+            agent_labels: As in :meth:`from_dataframe`.
 
         Returns:
             The validated trajectories.
 
         Raises:
-            DataError: Not a Parquet file, or any malformed cell, column or structure.
+            DataError: Not a Parquet file, or any malformed cell, column or structure
+                (a null is a missing value; a string such as 'NA' is a label).
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -1113,7 +1325,7 @@ class Trajectories:
         df = pd.DataFrame({name: _arrow_to_series(table.column(name))
                            for name in table.column_names})
         return _parse_frame(df, source, "row", 0, "column names", num_actions,
-                            action_labels)
+                            action_labels, agent_labels)
 
     # ----------------------------------------------------------------- writers
 
@@ -1200,10 +1412,11 @@ class Trajectories:
 
 
 def _arrow_to_series(column: Any) -> pd.Series:
-    """A Parquet column as pandas cells, integer columns with nulls kept exact."""
+    """A Parquet column as pandas cells; a null is None (an empty cell), except in floats."""
     import pyarrow as pa
 
-    if column.null_count and pa.types.is_integer(column.type):  # pandas would make floats
+    if column.null_count and not pa.types.is_floating(column.type):
+        # pandas would turn integers with nulls into floats, and string nulls into NaN
         return pd.Series(column.to_pylist(), dtype=object)
     return column.to_pandas()
 

@@ -10,9 +10,9 @@ import pytest
 
 import bayes_diml as bd
 from bayes_diml import baselines, metrics
-from bayes_diml.errors import SpecError
+from bayes_diml.errors import ResourceError, SpecError
 from bayes_diml.learners import logit_q
-from bayes_diml.mechanisms import Congestion, Tabular
+from bayes_diml.mechanisms import Anonymous, Congestion, Tabular
 from bayes_diml.model import Model
 
 LEARNER = {"alpha": 0.25, "beta": 3.0, "eps": 0.06}
@@ -62,11 +62,13 @@ def test_static_inverse_counts_contexts_and_refusal():
     want = metrics.mechanism_differences(model.mechanism, {k: v[None] for k, v in truth.items()}, codes)[0]
     np.testing.assert_allclose(got, want, atol=0.05)  # same reasoning: >= 6000 observations per context
     big = Model(Tabular(num_agents=8, num_actions=5), logit_q, LEARNER)
-    with pytest.raises(SpecError, match="A\\*\\*n \\* n = 5\\*\\*8 \\* 8 = 3125000 payoff entries"):
+    with pytest.raises(SpecError, match="A\\*\\*n \\* n = 5\\*\\*8 \\* 8 = 3,125,000 payoff entries"):
         baselines.tabular_model(big)
     # E7's largest game: 40**300 * 300 has 484 digits and overflows a float; the message
     # gives it in scientific form (Decimal, an independent formatter, rounds to the same 3 digits)
-    huge = Model(Tabular(num_agents=300, num_actions=40), logit_q, LEARNER)
+    with pytest.raises(ResourceError, match=f"= about {'{:.2e}'.format(Decimal(40**300 * 300)).replace('+', '')} entries"):
+        Tabular(num_agents=300, num_actions=40)  # the memory guard refuses the table itself
+    huge = Model(Anonymous(num_agents=300, num_actions=40), logit_q, LEARNER)
     with pytest.raises(SpecError, match=f"= about {'{:.2e}'.format(Decimal(40**300 * 300)).replace('+', '')} payoff entries"):
         baselines.tabular_model(huge)
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from bayes_diml.cli import main
+from cli_helpers import run_cli as in_process
 
 SUBPROCESS_TIMEOUT_S = 300
 
@@ -83,16 +84,6 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "Traceback" not in result.stderr
     return result
-
-
-def in_process(capsys, *args) -> tuple[int, str, str]:
-    """``bayes_diml.cli.main(ARGS)``: (exit status, stdout, stderr); argparse exits are caught."""
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def assert_one_error_line(status: int, err: str, *fragments: str, usage: bool = False) -> str:

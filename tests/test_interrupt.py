@@ -121,7 +121,7 @@ def test_fit_into_an_existing_folder_is_refused_in_one_line(work, capsys):
     err = capsys.readouterr().err
     assert status == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "RUN exists" in lines[0] and "--overwrite" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "RUN is a folder that bayes-diml did not write" in lines[0]
     assert snapshot(run) == {"posterior.nc": b"old"} and leftovers(work) == []
 
 
@@ -193,9 +193,10 @@ def test_sigint_mid_fit_with_overwrite_keeps_the_old_folder(work):
 def _old_run(parent: Path) -> Path:
     run = parent / "RUN"
     run.mkdir()
-    (run / "a.txt").write_text("old a", encoding="utf-8")
-    (run / "sub").mkdir()
-    (run / "sub" / "b.txt").write_text("old b", encoding="utf-8")
+    (run / "fit.json").write_text("old a", encoding="utf-8")
+    (run / "posterior.nc").write_text("old posterior", encoding="utf-8")  # with fit.json: a run folder of ours
+    (run / "counterfactuals").mkdir()
+    (run / "counterfactuals" / "b.csv").write_text("old b", encoding="utf-8")
     return run
 
 
@@ -204,12 +205,12 @@ def test_interrupt_inside_the_block_leaves_the_old_folder(tmp_path):
     before = snapshot(run)
     with pytest.raises(KeyboardInterrupt):
         with atomic_folder(run, overwrite=True) as tmp:
-            (tmp / "a.txt").write_text("half", encoding="utf-8")
+            (tmp / "fit.json").write_text("half", encoding="utf-8")
             raise KeyboardInterrupt
     assert snapshot(run) == before and leftovers(tmp_path) == []
     with pytest.raises(KeyboardInterrupt):
         with atomic_folder(tmp_path / "NEW") as tmp:
-            (tmp / "a.txt").write_text("half", encoding="utf-8")
+            (tmp / "fit.json").write_text("half", encoding="utf-8")
             raise KeyboardInterrupt
     assert not (tmp_path / "NEW").exists() and leftovers(tmp_path, "NEW") == []
 
@@ -229,7 +230,7 @@ def test_failure_between_the_two_renames_puts_the_old_folder_back(tmp_path, monk
     monkeypatch.setattr(storage.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         with atomic_folder(run, overwrite=True) as tmp:
-            (tmp / "a.txt").write_text("new a", encoding="utf-8")
+            (tmp / "fit.json").write_text("new a", encoding="utf-8")
     monkeypatch.undo()
     assert len(calls) >= 2
     assert snapshot(run) == before and leftovers(tmp_path) == []
@@ -246,9 +247,9 @@ def test_sigint_during_the_swap_is_held_back_until_the_folder_is_written(tmp_pat
     monkeypatch.setattr(storage.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt, match="RUN was written"):
         with atomic_folder(run, overwrite=True) as tmp:
-            (tmp / "a.txt").write_text("new a", encoding="utf-8")
+            (tmp / "fit.json").write_text("new a", encoding="utf-8")
     monkeypatch.undo()
-    assert snapshot(run) == {"a.txt": b"new a"} and leftovers(tmp_path) == []
+    assert snapshot(run) == {"fit.json": b"new a"} and leftovers(tmp_path) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

@@ -244,7 +244,7 @@ def test_a_second_record_of_the_same_name_gets_a_new_name(run, tmp_path):
     again = save_counterfactual(folder, result, "toll", command="bayes-diml y", overwrite=True)
     assert again.name == "toll.csv"
     assert json.loads((folder / "counterfactuals" / "toll.json").read_text(encoding="utf-8"))["command"] == "bayes-diml y"
-    page = write_report(folder).read_text(encoding="utf-8")
+    page = write_report(folder, overwrite=True).read_text(encoding="utf-8")
     assert "2 counterfactuals run on this fit" in section_text(page, "counterfactuals")
 
 
@@ -254,14 +254,14 @@ def test_nuts_diagnostics_in_plain_words_and_text_is_escaped(run, tmp_path):
     good = {"method": "nuts", "warnings": [], "max_rhat": 1.004, "min_ess_bulk": 1800.0, "min_ess_tail": 950.0,
             "divergences": 0, "ebfmi": [0.9, 1.1], "mean_leapfrog_steps": 14.2, "ok": True}
     (folder / "diagnostics.json").write_text(json.dumps(good), encoding="utf-8")
-    text = section_text(write_report(folder).read_text(encoding="utf-8"), "diagnostics")
+    text = section_text(write_report(folder, overwrite=True).read_text(encoding="utf-8"), "diagnostics")
     assert "The sampler converged" in text and "R-hat is at most 1.004" in text
     assert "1800 (bulk) and 950 (tail)" in text and "0 divergent transitions" in text
 
     hostile = "3 divergent transitions <script>alert('x')</script> & <img src=http://example.com/a.png>"
     bad = {**good, "divergences": 3, "warnings": [hostile], "ok": False}
     (folder / "diagnostics.json").write_text(json.dumps(bad), encoding="utf-8")
-    page = write_report(folder).read_text(encoding="utf-8")
+    page = write_report(folder, overwrite=True).read_text(encoding="utf-8")
     assert_valid_self_contained(page)  # no <script>, no external src: the warning was escaped
     text = section_text(page, "diagnostics")
     assert "Check these before trusting the results" in text and hostile in text
@@ -275,7 +275,7 @@ def test_missing_pieces_become_sentences(run, tmp_path):
         (folder / name).unlink()
     shutil.rmtree(folder / "counterfactuals")
     (folder / "diagnostics.json").write_text("{not json", encoding="utf-8")
-    page = write_report(folder).read_text(encoding="utf-8")
+    page = write_report(folder, overwrite=True).read_text(encoding="utf-8")
     assert_valid_self_contained(page)
     for fragment in (
         "holds no summary.csv", "holds no identifiability.csv", "holds no payoff_differences.png",
@@ -289,14 +289,14 @@ def test_a_bare_fit_folder_gets_a_report(run, tmp_path):
     """``Fit.save`` writes only the fit: the report says where the rest comes from."""
     folder = tmp_path / "bare"
     run["fit"].save(folder)
-    page = write_report(folder).read_text(encoding="utf-8")
+    page = write_report(folder, overwrite=True).read_text(encoding="utf-8")
     assert_valid_self_contained(page)
     assert "holds only the fit" in page and "holds no diagnostics.json" in page
     assert f"Episodes {NUM_EPISODES}" in section_text(page, "data")
 
 
 def test_cli_report_verb(run, tmp_path, capsys):
-    status = main(["report", str(run["folder"])])
+    status = main(["report", str(run["folder"]), "--overwrite"])
     out, err = capsys.readouterr()
     assert status == 0, err
     assert out.strip() == f"wrote {run['folder'] / 'report.html'}"

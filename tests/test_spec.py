@@ -444,8 +444,11 @@ def test_prior_inline_table_parses_into_a_prior(tmp_path):
     ],
 )
 def test_every_prior_family_parses(tmp_path, table, kwargs):
-    model, _ = bayes_diml.read_spec(write_spec(tmp_path, edit("eps = 0.06", f"eps = {table}", BASE_NO_TRUTH)))
-    assert model.learner_priors["eps"].kwargs == kwargs
+    # on congestion's d, which is real-valued so that every family fits (a prior must fit
+    # its parameter's domain: tests/test_prior_domains.py)
+    text = edit("[learner]", f"[mechanism.prior]\nd = {table}\n\n[learner]", BASE_NO_TRUTH)
+    model, _ = bayes_diml.read_spec(write_spec(tmp_path, text))
+    assert Prior.parse(model.mechanism_prior["d"], "d").kwargs == kwargs
 
 
 def test_uniform_prior_needs_low_below_high(tmp_path):
@@ -566,8 +569,8 @@ weight_scale = 2.0
 
 [learner]
 rule = "logit_q_decreasing"
-c = {dist = "gamma", concentration = 2, rate = 0.5}
-beta = 2.5
+c = {dist = "uniform", low = 1, high = 30}
+beta = {dist = "gamma", concentration = 2, rate = 0.5}
 eps = {dist = "beta", a = 1, b = 20}
 """
     model, _ = bayes_diml.read_spec(write_spec(tmp_path, text))

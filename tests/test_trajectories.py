@@ -4,6 +4,7 @@ import csv
 import io
 import math
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -240,11 +241,54 @@ def test_inconsistent_arguments(tmp_path):
 @pytest.mark.parametrize("column", ["episode", "round", "agent", "action"])
 @pytest.mark.parametrize("value", ["", "NaN", "NA", "nan"])
 def test_missing_value_in_required_column(tmp_path, column, value):
-    cells = {"episode": "1", "round": "1", "agent": "a", "action": "0"}
+    """In a column of integers, an empty cell or a text such as 'NA' is a missing value."""
+    cells = {"episode": "1", "round": "1", "agent": "7", "action": "0"}
     cells[column] = value
     row = ",".join(cells[c] for c in ("episode", "round", "agent", "action"))
-    refused_csv(tmp_path, HEADER + "1,0,a,0\n" + row + "\n", "line 3",
-                f"column '{column}'")
+    refused_csv(tmp_path, HEADER + "1,0,7,0\n" + row + "\n", "line 3",
+                f"column '{column}'", "empty cell" if value == "" else f"missing value '{value}'")
+
+
+@pytest.mark.parametrize("column", ["episode", "agent", "action"])
+def test_empty_cell_among_string_labels_is_missing(tmp_path, column):
+    cells = {"episode": "e1", "round": "1", "agent": "a", "action": "x"}
+    cells[column] = ""
+    row = ",".join(cells[c] for c in ("episode", "round", "agent", "action"))
+    refused_csv(tmp_path, HEADER + "e1,0,a,x\n" + row + "\n", "line 3",
+                f"column '{column}'", "empty cell")
+
+
+def test_na_like_texts_are_string_labels(tmp_path):
+    """README: labels may be any strings; 'NA', 'null', 'nan' are labels, not missing values."""
+    text = HEADER + "NA,0,null,nan\nNA,0,bob,x\nNA,1,null,x\nNA,1,bob,None\n"
+    traj = Trajectories.from_csv(write_csv(tmp_path, text))
+    assert traj.episode_labels == ("NA",)
+    assert traj.agent_labels == ("bob", "null")
+    assert traj.action_labels == ("None", "nan", "x")
+    # rounds 0, 1 of agents bob, null: x, nan / None, x
+    assert traj.actions[0].tolist() == [[2, 1], [0, 2]]
+    assert not traj.mask.any()
+    path = tmp_path / "back.csv"
+    traj.to_csv(path)
+    assert Trajectories.from_csv(path) == traj
+    df = pd.DataFrame({"episode": [1, 1], "round": [0, 0], "agent": ["NA", "n/a"],
+                       "action": ["null", "NULL"]})
+    assert Trajectories.from_dataframe(df).agent_labels == ("NA", "n/a")
+    assert Trajectories.from_arrays(np.zeros((1, 1, 1), int), agent_labels=["NA"]).agent_labels \
+        == ("NA",)
+
+
+def test_parquet_na_text_is_a_label_but_null_is_missing(tmp_path):
+    path = tmp_path / "na.parquet"
+    pq.write_table(pa.table({"episode": [1, 1], "round": [0, 0], "agent": ["NA", "b"],
+                             "action": ["null", "x"]}), path)
+    traj = Trajectories.from_parquet(path)
+    assert traj.agent_labels == ("NA", "b") and traj.action_labels == ("null", "x")
+    pq.write_table(pa.table({"episode": [1, 1], "round": [0, 0],
+                             "agent": pa.array(["a", None], pa.string()),
+                             "action": [0, 1]}), path)
+    assert_refused(lambda: Trajectories.from_parquet(path), "row 1", "column 'agent'",
+                   "empty cell")
 
 
 def test_blank_line_in_the_middle_is_refused(tmp_path):
@@ -336,6 +380,63 @@ def test_dataframe_misspelled_column():
     df = pd.DataFrame({"episode": [1], "rnd": [0], "agent": ["a"], "action": [0]})
     assert_refused(lambda: Trajectories.from_dataframe(df), "column names",
                    "missing column 'round'", "did you mean 'round' for 'rnd'")
+
+
+def test_saved_index_column_is_explained(tmp_path):
+    """A CSV saved with its index, read back by pandas, has a column 'Unnamed: 0'."""
+    df = pd.DataFrame({"episode": [1, 1], "round": [0, 0], "agent": ["a", "b"],
+                       "action": [0, 1]})
+    df.to_csv(tmp_path / "with_index.csv")  # index=True: a nameless first column
+    reread = pd.read_csv(tmp_path / "with_index.csv")
+    assert_refused(lambda: Trajectories.from_dataframe(reread), "unknown column 'Unnamed: 0'",
+                   "'Unnamed: 0' looks like a saved DataFrame index", "to_csv(index=False)")
+    assert_refused(lambda: Trajectories.from_csv(tmp_path / "with_index.csv"), "line 1",
+                   "column 1 has no name", "saved DataFrame index", "to_csv(index=False)",
+                   "delete the first column")
+    reread.to_csv(tmp_path / "twice.csv")  # saved twice: a named 'Unnamed: 0' column too
+    message = assert_refused(lambda: Trajectories.from_csv(tmp_path / "twice.csv"),
+                             "column 1 has no name")
+    assert "Unnamed: 0" in message
+
+
+def test_first_row_with_an_extra_field_is_refused_without_warnings(tmp_path):
+    """pandas warned and dropped the extra field of the first data row (index_col=False)."""
+    path = write_csv(tmp_path, HEADER + "1,0,a,0,5\n1,0,b,1\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_refused(lambda: Trajectories.from_csv(path), "line 2",
+                       "5 fields but the header has 4")
+    assert not caught
+
+
+@pytest.mark.parametrize("first,fragments", [
+    ("# a comment\n", ("line 1", "comment line ('# a comment')", "delete them")),
+    ("\n", ("line 1", "blank")),
+])
+def test_first_line_not_a_header(tmp_path, first, fragments):
+    path = write_csv(tmp_path, first + HEADER + "1,0,a,0\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_refused(lambda: Trajectories.from_csv(path), *fragments)
+    assert not caught
+
+
+@pytest.mark.parametrize("separator,name", [("\t", "tab"), (";", "semicolon"),
+                                            ("|", "pipe")])
+def test_other_separators_are_named(tmp_path, separator, name):
+    text = (HEADER + "1,0,a,0\n").replace(",", separator)
+    assert_refused(lambda: Trajectories.from_csv(write_csv(tmp_path, text)), "line 1",
+                   f"looks {name}-separated", "expected comma-separated columns")
+
+
+def test_unknown_agent_label_names_its_first_line(tmp_path):
+    path = write_csv(tmp_path, HEADER + "1,0,alice,0\n1,0,bob,1\n1,1,bob,0\n1,1,Alice,1\n"
+                     "1,2,carol,0\n")
+    assert_refused(lambda: Trajectories.from_csv(path, agent_labels=["alice", "bob"]),
+                   "line 5, column 'agent'", "agent label 'Alice' is not in agent_labels "
+                   "['alice', 'bob'] (did you mean 'alice'?)")
+    traj = Trajectories.from_csv(path, agent_labels=["Alice", "alice", "bob", "carol", "dan"])
+    assert traj.agent_labels == ("Alice", "alice", "bob", "carol")  # those that play
 
 
 def test_parquet_float_round_is_refused(tmp_path):

@@ -22,7 +22,12 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["compare", "loo", "pareto_k_warnings"]
+__all__ = ["compare", "loo", "pareto_k_warnings", "MIN_LOO_DRAWS"]
+
+MIN_LOO_DRAWS = 100
+"""Fewest posterior draws for PSIS-LOO: Pareto smoothing fits the largest ``min(S / 5,
+3 sqrt(S))`` importance weights of each episode, and its shape estimate needs a tail of
+some size (a MAP point has one draw and no tail at all)."""
 
 
 def _as_fit(item):
@@ -119,6 +124,15 @@ def compare(fits_or_run_dirs, *, names=None):
         if fit.data.num_episodes != first.data.num_episodes or not _same_actions(fit.data, first.data):
             raise DataError(
                 f"compare: '{name}' was fitted to other data than '{first_name}'; LOO compares models of the same data"
+            )
+    for name, fit in fits.items():
+        draws = fit.num_chains * fit.num_draws
+        if draws < MIN_LOO_DRAWS:
+            fix = ("refit it with --method nuts or svi" if fit.method == "map"
+                   else "refit it with more draws (--chains x --samples)")
+            raise DataError(
+                f"compare: '{name}' is a {fit.method} fit with {draws} posterior draw(s); PSIS-LOO needs posterior "
+                f"draws (at least {MIN_LOO_DRAWS}): {fix}"
             )
     elpds = {name: loo(fit) for name, fit in fits.items()}
     messages = []

@@ -39,11 +39,15 @@ from ..errors import DataError, SpecError
 from ..mechanisms import Mechanism
 from ..model import Model
 from ..simulate import simulate_arrays
+from .results import CREDIBLE_LEVEL, interval_columns
 
 __all__ = ["counterfactual", "CounterfactualResult", "INTERVAL", "CHUNK_ELEMENTS", "PER_AGENT_MAX"]
 
-INTERVAL = 0.90
-"""Mass of the equal-tailed credible intervals (columns ``q05``, ``q95``)."""
+INTERVAL = CREDIBLE_LEVEL
+"""Mass of the equal-tailed credible intervals: ``results.CREDIBLE_LEVEL`` (columns
+``interval_columns()``, ``q05``, ``q95``)."""
+
+_LOW, _HIGH = interval_columns(INTERVAL)
 
 CHUNK_ELEMENTS = 2**24
 """Rough bound on the array elements alive at once while simulating a chunk of draws
@@ -106,7 +110,7 @@ class CounterfactualResult:
         ``"frequency"`` rows carry an action, ``"welfare"`` rows have none."""
         freq = self.frequencies.assign(quantity="frequency")
         welfare = self.welfare.assign(quantity="welfare", action=None)
-        columns = ["quantity", "round", "action", "mean", "q05", "q95"]
+        columns = ["quantity", "round", "action", "mean", _LOW, _HIGH]
         freq["action"] = freq["action"].astype(object)
         return pd.concat([freq[columns], welfare[columns]], ignore_index=True)
 
@@ -248,6 +252,7 @@ def counterfactual(
 
     n, A = model.num_agents, model.num_actions
     per_agent = n * A <= PER_AGENT_MAX
+    _check_memory(model, S, E, T, per_agent, bool(return_actions))
     draw_batch, row_batch = _batch_sizes(S, E, T, n, A, per_agent)
     num_batches = math.ceil(S / draw_batch)
     draw_batch = math.ceil(S / num_batches)  # equal batches: one compiled body, no remainder
@@ -360,6 +365,15 @@ def _batch_sizes(S: int, E: int, T: int, n: int, A: int, per_agent: bool) -> tup
 
 
 # ------------------------------------------------------------ interventions
+def _check_memory(model: Model, S: int, E: int, T: int, per_agent: bool, keep_actions: bool) -> None:
+    """Refuse, before anything is traced, a simulation that cannot fit in memory."""
+    from ..resources import check_memory, counterfactual_memory
+
+    nbytes, detail = counterfactual_memory(model, S, E, T, per_agent, keep_actions)
+    check_memory(nbytes, f"this counterfactual ({S} draws x {E} episodes x {T} rounds)", detail,
+                 "use fewer episodes or rounds, or fewer draws (--max-draws)")
+
+
 def _mechanism_intervention(model: Model, draws: Params, S: int, mechanism) -> tuple[Model, Params, Any]:
     """The model to simulate, its mechanism parameters ``(S, ...)``, and a description."""
     if mechanism is None:
@@ -564,7 +578,7 @@ def _long_frame(draws: np.ndarray, axes: list[tuple[str, Any]]) -> pd.DataFrame:
     for (name, values), grid in zip(axes, grids):
         values = list(values.tolist() if isinstance(values, np.ndarray) else values)
         frame[name] = [values[j] for j in grid.ravel()]
-    frame.update({"mean": mean.ravel(), "q05": lo.ravel(), "q95": hi.ravel()})
+    frame.update({"mean": mean.ravel(), _LOW: lo.ravel(), _HIGH: hi.ravel()})
     return pd.DataFrame(frame)
 
 
@@ -573,8 +587,8 @@ def _difference(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
     mean, lo, hi = _summaries(diff)
     return {
         "mean": float(mean),
-        "q05": float(lo),
-        "q95": float(hi),
+        _LOW: float(lo),
+        _HIGH: float(hi),
         "p_positive": float(np.mean(diff > 0)),
         "baseline": float(np.mean(old)),
         "counterfactual": float(np.mean(new)),

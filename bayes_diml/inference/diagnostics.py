@@ -76,12 +76,12 @@ def diagnose(fit) -> dict:
         out.update({k: fit.info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in fit.info})
         out["warnings"].append(
             f"{fit.method.upper()} gives an approximation without MCMC convergence diagnostics; "
-            "check key results with method='nuts' where the model is small enough."
+            "check key results with NUTS (bayes-diml fit --method nuts; method='nuts' in Python) where the model is small enough."
         )
         if fit.method == "map" and fit.info.get("optimum_spread", 0.0) > 1.0:
             out["warnings"].append(
                 f"The MAP restarts ended {fit.info['optimum_spread']:.2f} log-density units apart: "
-                "the objective has several optima; more restarts or steps may find a better one."
+                "the objective has several optima; more steps (--steps) or restarts (restarts= in Python) may find a better one."
             )
         return out
 
@@ -100,18 +100,18 @@ def diagnose(fit) -> dict:
     w = out["warnings"]
     collapse = list(w)
     if fit.num_chains < 2:
-        w.append("Only one chain: R-hat cannot be computed; run at least 4 chains to check convergence.")
+        w.append("Only one chain: R-hat cannot be computed; run at least 4 chains (--chains 4; num_chains=4 in Python) to check convergence.")
     elif out["max_rhat"] > RHAT_MAX:
-        w.append(f"R-hat reaches {out['max_rhat']:.3f} (> {RHAT_MAX}): the chains disagree; run longer warmup or more samples.")
+        w.append(f"R-hat reaches {out['max_rhat']:.3f} (> {RHAT_MAX}): the chains disagree; run a longer warmup or more samples (--warmup, --samples; num_warmup=, num_samples= in Python).")
     if out["min_ess_bulk"] < ESS_MIN or out["min_ess_tail"] < ESS_MIN:
         w.append(
             f"Effective sample size is low (bulk {out['min_ess_bulk']:.0f}, tail {out['min_ess_tail']:.0f}; "
-            f"want >= {ESS_MIN}): intervals are noisy; draw more samples."
+            f"want >= {ESS_MIN}): intervals are noisy; draw more samples (--samples; num_samples= in Python)."
         )
     if out["divergences"] > 0:
         w.append(
             f"{out['divergences']} divergent transitions: the posterior has regions the sampler cannot follow; "
-            "raise target_accept (e.g. 0.95) or tighten priors."
+            "tighten the priors in the spec, or raise target_accept (e.g. 0.95; an option of fit() in Python)."
         )
     if any(x < EBFMI_MIN for x in out["ebfmi"]):
         w.append(f"E-BFMI below {EBFMI_MIN} in some chain: the sampler explores the energy poorly.")

@@ -17,9 +17,24 @@ from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_
 from .results import Fit
 from .samplers import run_map, run_nuts, run_svi
 
-__all__ = ["fit", "METHODS"]
+__all__ = ["fit", "check_fit_inputs", "METHODS"]
 
 METHODS = {"nuts": run_nuts, "svi": run_svi, "map": run_map}
+
+
+def check_fit_inputs(model: Model, data, source: str = "data") -> None:
+    """Every refusal ``fit`` makes from the model and the data alone, before any work:
+    the data against the model (``loading.check_data``) and set-ups the likelihood cannot
+    identify (``numpyro_model.check_identifiable_setup``). ``bayes-diml check --spec``
+    runs the same function, so a spec and data it passes are not refused by ``fit``.
+
+    Raises:
+        DataError (``SpecError`` for the spec's part), in one line.
+    """
+    from ..loading import check_data
+
+    check_data(data, model, source=source)
+    check_identifiable_setup(model, data)
 
 
 def fit(
@@ -37,7 +52,8 @@ def fit(
 
     Args:
         model: from ``read_spec`` or built in Python.
-        data: ``Trajectories`` (validated against the model first).
+        data: ``Trajectories``, or the path (str or ``Path``) of a CSV or Parquet data
+            file, read with ``load_data(path, model)``; validated against the model first.
         method: ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
             ``target_accept``, ``max_tree_depth``, ``chain_method``, and ``dense_mass``:
             ``None`` (default) = a dense mass matrix for models with at most
@@ -70,20 +86,23 @@ def fit(
         FitError: the fit met a non-finite loss, gradient or draw; the message
             names the parameter and the step (or draw).
     """
-    from ..loading import check_data
-
     if method not in METHODS:
         raise DataError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     allowed = [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key", "payoff")]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise DataError(f"fit(method={method!r}): unknown option(s) {unknown}; options: {allowed}")
+    _check_options(method, options)
     if round_chunk is not None:
         from ..likelihood import _check_round_chunk
 
         round_chunk = _check_round_chunk(round_chunk)
-    check_data(data, model)
-    check_identifiable_setup(model, data)
+    if isinstance(data, str) or hasattr(data, "__fspath__"):  # a data file
+        from ..loading import load_data
+
+        data = load_data(data, model)
+    check_fit_inputs(model, data)
+    _check_memory(model, data, method, options)
     key = as_key(seed)
     k_fit, k_ppc = jax.random.split(key)
     actions, mask = as_arrays(data)
@@ -112,12 +131,57 @@ def fit(
     result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
     _check_finite(result)
     info["sharded"] = sharded
+    from ..resources import pointwise_batch
+
+    cells = (batch_episodes or num_episodes) * actions.shape[1] * model.num_agents * model.num_actions
     pointwise = draws_log_likelihoods(
-        model, result.params_draws(), actions, mask, payoff, round_chunk=round_chunk, episode_batch=batch_episodes
+        model, result.params_draws(), actions, mask, payoff, batch_size=pointwise_batch(cells),
+        round_chunk=round_chunk, episode_batch=batch_episodes,
     )
     result.log_likelihood = to_host(pointwise)[:, :num_episodes].reshape(result.num_chains, result.num_draws, -1)
     result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
     return result
+
+
+_COUNT_OPTIONS = {
+    "num_chains": 1, "num_warmup": 0, "num_samples": 1, "max_tree_depth": 1, "steps": 1, "restarts": 1,
+    "num_particles": 1, "rank": 1, "map_steps": 0, "batch_episodes": 1, "block": 1,
+}
+"""Integer options of the samplers -> their least value."""
+
+_OPEN_UNIT_OPTIONS = ("target_accept",)
+_POSITIVE_OPTIONS = ("learning_rate", "map_learning_rate")
+
+
+def _check_options(method: str, options: dict) -> None:
+    """Refuse sampler options outside their range, naming the option (before anything is traced)."""
+    for name, value in options.items():
+        if value is None:
+            continue
+        where = f"fit(method={method!r}): {name} = {value!r}"
+        if name in _COUNT_OPTIONS:
+            least = _COUNT_OPTIONS[name]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise DataError(f"{where}: expected an integer >= {least}")
+        elif name in _OPEN_UNIT_OPTIONS or name in _POSITIVE_OPTIONS:
+            number = value if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) else None
+            bad = number is None or not np.isfinite(number) or number <= 0 or (name in _OPEN_UNIT_OPTIONS and number >= 1)
+            if bad:
+                span = "in (0, 1)" if name in _OPEN_UNIT_OPTIONS else "a finite number > 0"
+                raise DataError(f"{where}: expected {span}")
+
+
+def _check_memory(model: Model, data, method: str, options: dict) -> None:
+    """Refuse, before anything is traced, a fit that cannot fit in memory (``bayes_diml.resources``)."""
+    from ..resources import check_memory, fit_memory
+
+    nbytes, detail = fit_memory(model, data.num_episodes, data.num_rounds, method, options)
+    advice = {
+        "nuts": "use fewer chains or draws (--chains, --samples), fewer episodes, or a family with fewer parameters",
+        "svi": "use minibatches of episodes (batch_episodes), fewer draws (--samples), or a family with fewer parameters",
+        "map": "use fewer restarts, fewer episodes, or a family with fewer parameters",
+    }[method]
+    check_memory(nbytes, f"this {method.upper()} fit", detail, advice)
 
 
 def _chains_on_devices(method: str, options: dict) -> bool:
@@ -136,5 +200,5 @@ def _check_finite(result: Fit) -> None:
             where = np.argwhere(~np.isfinite(values))[0]
             raise FitError(
                 f"{result.method}: parameter '{name}' is not finite at draw {int(where[1])} of chain {int(where[0])}; "
-                "the fit stopped (try a smaller step size / learning rate, tighter priors, or float64 (--x64))"
+                "the fit stopped (try tighter priors, float64 (--x64), or a smaller step size / learning_rate (fit() options in Python))"
             )

@@ -309,11 +309,14 @@ def fisher_directions(
     )
 
 
-def _entry_labels(name: str, shape: tuple[int, ...]) -> list[str]:
-    """``c1[0]``, ``payoffs[3,1]``, or ``scale`` for a scalar (C order, as ``reshape(-1)``)."""
+def _entry_labels(name: str, shape: tuple[int, ...], fit=None) -> list[str]:
+    """``c1[0]``, ``payoffs[3, 1]``, or ``scale`` for a scalar (C order, as ``reshape(-1)``);
+    with a ``fit``, the data's labels as in its summary (``payoffs[high low, bob]``)."""
+    if fit is not None:
+        return fit.entry_labels(name, shape)
     if not shape:
         return [name]
-    return [f"{name}[{','.join(map(str, index))}]" for index in np.ndindex(*shape)]
+    return [f"{name}[{', '.join(map(str, index))}]" for index in np.ndindex(*shape)]
 
 
 # ============================================================ the Fit layer
@@ -457,7 +460,7 @@ def identifiability_report(fit, queries=None, seed=0) -> IdentifiabilityReport:
         notes += _fisher_notes(fisher, mode, num_pinned)
     loading = dict(zip(coordinates, fisher.flat_loading)) if fisher is not None else {}
 
-    parameters = _parameter_table(shapes, prior_sd, posterior_sd, loading)
+    parameters = _parameter_table(shapes, prior_sd, posterior_sd, loading, fit)
     differences = _difference_table(fit, prior, queries)
     notes = _model_notes(fit, parameters, differences) + notes
     d = len(coordinates)
@@ -487,6 +490,9 @@ def _difference_table(fit, prior: dict, queries) -> pd.DataFrame:
 
     mechanism = fit.model.mechanism
     queries = sample_queries(fit.data, 20, seed=0) if queries is None else queries
+    if len(queries) == 0:  # no round in which every agent played (save_run): nothing to ask about
+        return pd.DataFrame(columns=["agent", "action", "baseline", "joint", "prior_sd", "posterior_sd", "contraction",
+                                     "in_support", "verdict"])
     frame, codes = parse_queries(queries, fit.data)
     prior_mechanism = {name: jnp.asarray(prior[name]) for name in mechanism.param_shapes()}
     prior_draws = np.asarray(jax.jit(_differences, static_argnums=0)(mechanism, prior_mechanism, jnp.asarray(codes)))
@@ -571,7 +577,7 @@ def _observed_information(fit, shapes, free) -> tuple[np.ndarray, list[str], dic
     mechanism_names = list(model.mechanism.param_shapes())
     values = {**params["mechanism"], **{k: params["learner"][k] for k in shapes if k not in mechanism_names}}
     flat0 = jnp.concatenate([jnp.ravel(jnp.asarray(values[name], jnp.float32)) for name in shapes])
-    labels = [label for name in shapes for label in _entry_labels(name, shapes[name])]
+    labels = [label for name in shapes for label in _entry_labels(name, shapes[name], fit)]
     keep = np.concatenate([np.ravel(free[name]) for name in shapes])
     index = jnp.asarray(np.flatnonzero(keep))
     sizes = [int(np.prod(shapes[name])) for name in shapes]
@@ -598,10 +604,10 @@ def _observed_information(fit, shapes, free) -> tuple[np.ndarray, list[str], dic
     return -H, [labels[i] for i in np.flatnonzero(keep)], mode
 
 
-def _parameter_table(shapes, prior_sd, posterior_sd, loading) -> pd.DataFrame:
+def _parameter_table(shapes, prior_sd, posterior_sd, loading, fit=None) -> pd.DataFrame:
     rows = []
     for name, shape in shapes.items():
-        labels = _entry_labels(name, shape)
+        labels = _entry_labels(name, shape, fit)
         p, q = np.ravel(prior_sd[name]), np.ravel(posterior_sd[name])
         f = np.array([loading.get(label, np.nan) for label in labels])
         if len(labels) > MAX_ENTRIES_PER_ARRAY:
@@ -687,7 +693,8 @@ def _model_notes(fit, parameters: pd.DataFrame, differences: pd.DataFrame) -> li
     if fit.num_total_draws < 2:
         notes.append(
             "One draw (MAP): there is no posterior spread, so contraction is not assessed; rely on the Fisher "
-            "directions, or refit with laplace=True or NUTS."
+            "directions, or refit with NUTS (bayes-diml fit --method nuts; method='nuts' in Python) or, in Python, "
+            "a Laplace approximation (method='map', laplace=True)."
         )
     confounded = parameters.loc[
         (parameters["verdict"] == "not identified on its own") & np.isfinite(parameters["contraction"]), "name"

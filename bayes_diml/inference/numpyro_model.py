@@ -81,7 +81,11 @@ def check_identifiable_setup(model: Model, data=None) -> None:
 
 
 def _per_agent(name: str, prior: Prior, num_agents: int, spread_scale: float):
-    """A per-agent parameter under a non-centred hierarchical prior (module docstring)."""
+    """A per-agent parameter under a non-centred hierarchical prior (module docstring).
+
+    The values lie in the prior's support (``T^-1`` maps onto it: exp, a sigmoid, a
+    scaled sigmoid for ``uniform(low, high)``), which ``Model`` checks is inside the
+    parameter's domain (``c >= 1`` takes a ``uniform`` prior with ``low >= 1``)."""
     base = prior.to_numpyro()
     bijection = dist.transforms.biject_to(base.support)
     mean = numpyro.sample(f"{name}_mean", base)

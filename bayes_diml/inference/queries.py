@@ -5,7 +5,7 @@ For a query row ``(agent i, action k, baseline k', joint action a)``:
     Delta_i(k, k' | a_-i) = M(k, a_-i)_i - M(k', a_-i)_i
 
 computed for every posterior draw (vectorised over draws and queries) and
-summarised by mean, sd and the equal-tailed 90% interval ``[q05, q95]``.
+summarised by mean, sd and the equal-tailed ``CREDIBLE_LEVEL`` (90%) interval ``[q05, q95]``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .results import CREDIBLE_LEVEL, interval_columns
 
 __all__ = [
     "payoff_differences",
@@ -59,7 +60,15 @@ def parse_queries(queries, data, source: str = "queries") -> tuple[pd.DataFrame,
     if isinstance(queries, (str, bytes)) or hasattr(queries, "__fspath__"):
         source = str(queries)
         try:
-            queries = pd.read_csv(queries, dtype=str, keep_default_na=False)
+            queries = pd.read_csv(queries, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            from ..trajectories import _first_non_utf8
+
+            offset, line, reason = _first_non_utf8(queries) or (err.start, None, err.reason)
+            where = "" if line is None else f", line {line}"
+            raise DataError(
+                f"{source}{where}: byte {offset} is not UTF-8 text ({reason}); expected a UTF-8 CSV file"
+            ) from None
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise DataError(f"{source}: cannot read queries: {err}") from None
     frame = pd.DataFrame(queries).reset_index(drop=True)
@@ -155,14 +164,14 @@ def in_support(codes: np.ndarray, contexts: list[set], counts_context: bool, num
     return out
 
 
-def payoff_differences(fit, queries, truth: dict | None = None, prob: float = 0.90) -> pd.DataFrame:
+def payoff_differences(fit, queries, truth: dict | None = None, prob: float = CREDIBLE_LEVEL) -> pd.DataFrame:
     """Posterior summaries of payoff differences (``Fit.payoff_differences``).
 
     Args:
         fit: a ``Fit``.
         queries: rows ``agent, action, baseline, joint`` (see ``parse_queries``).
         truth: optional true mechanism parameters; adds ``truth`` and ``covered``.
-        prob: interval mass (default 0.90: columns ``q05``, ``q95``).
+        prob: interval mass (default ``CREDIBLE_LEVEL``, 0.90: columns ``q05``, ``q95``).
 
     Returns:
         The query rows with ``mean, sd, q05, q95, in_support`` (and ``truth``,
@@ -171,36 +180,53 @@ def payoff_differences(fit, queries, truth: dict | None = None, prob: float = 0.
     frame, codes = parse_queries(queries, fit.data)
     draws = difference_draws(fit, codes)
     lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+    low, high = interval_columns(prob)
     out = frame.copy()
     out["mean"] = draws.mean(axis=0)
     out["sd"] = draws.std(axis=0, ddof=1) if draws.shape[0] > 1 else 0.0
-    out[f"q{round(lo * 100):02d}"] = np.quantile(draws, lo, axis=0)
-    out[f"q{round(hi * 100):02d}"] = np.quantile(draws, hi, axis=0)
+    out[low] = np.quantile(draws, lo, axis=0)
+    out[high] = np.quantile(draws, hi, axis=0)
     mechanism = fit.model.mechanism
     contexts = support_contexts(fit.data, mechanism.counts_context, mechanism.num_actions)
     out["in_support"] = in_support(codes, contexts, mechanism.counts_context, mechanism.num_actions)
     if truth is not None:
         true = true_differences(mechanism, truth, codes)
         out["truth"] = true
-        out["covered"] = (true >= out[f"q{round(lo * 100):02d}"]) & (true <= out[f"q{round(hi * 100):02d}"])
+        out["covered"] = (true >= out[low]) & (true <= out[high])
     return out
 
 
 def sample_queries(data, num: int, seed: int = 0) -> pd.DataFrame:
-    """Random in-support queries: a random observed round, a present agent, and two
-    distinct own actions (``action`` vs ``baseline``). Labels as in the data."""
+    """Random in-support queries, no two alike: a random observed round in which every
+    agent played, a random agent, and two distinct own actions (``action`` vs
+    ``baseline``). Labels as in the data.
+
+    Two rows are alike when they ask about the same agent, the same opponent context
+    (the others' actions in ``joint``) and the same pair of own actions in either order
+    (``a`` vs ``b`` is ``-(b`` vs ``a)``). Fewer than ``num`` rows come back when the
+    data hold fewer distinct queries.
+    """
     rng = np.random.default_rng(seed)
     actions, present = _observed_rounds(data)
     full = present.all(axis=1)
     if not full.any():
         raise DataError("no round in which every agent played: cannot form joint-action queries")
     actions = actions[full]
+    n, A = data.num_agents, data.num_actions
+    pairs = A * (A - 1) // 2
+    joints = np.unique(actions, axis=0)
+    available = n * -(-len(joints) // A) * pairs  # a lower bound: a context occurs with at most A own actions
+    if available <= num:
+        contexts = [np.unique(np.delete(joints, i, axis=1), axis=0) for i in range(n)]
+        available = sum(len(c) for c in contexts) * pairs
+    seen: set = set()
     rows = []
-    A = data.num_actions
-    for _ in range(num):
-        joint = actions[rng.integers(len(actions))]
-        agent = int(rng.integers(data.num_agents))
-        action, baseline = rng.choice(A, size=2, replace=False)
+
+    def add(agent: int, joint, action: int, baseline: int) -> None:
+        key = (agent, tuple(np.delete(joint, agent).tolist()), min(action, baseline), max(action, baseline))
+        if key in seen:
+            return
+        seen.add(key)
         rows.append(
             {
                 "agent": data.agent_labels[agent],
@@ -209,4 +235,19 @@ def sample_queries(data, num: int, seed: int = 0) -> pd.DataFrame:
                 "joint": " ".join(str(data.action_labels[k]) for k in joint),
             }
         )
-    return pd.DataFrame(rows)
+
+    if available <= num:  # every distinct query, in a random order
+        for agent in range(n):
+            for context in contexts[agent]:
+                joint = np.insert(context, agent, 0)
+                for action in range(A):
+                    for baseline in range(action + 1, A):
+                        add(agent, joint, *((action, baseline) if rng.random() < 0.5 else (baseline, action)))
+        order = rng.permutation(len(rows))
+        return pd.DataFrame([rows[k] for k in order], columns=list(QUERY_COLUMNS))
+    while len(rows) < num:  # available > num: rejection of repeats ends
+        joint = actions[rng.integers(len(actions))]
+        agent = int(rng.integers(n))
+        action, baseline = rng.choice(A, size=2, replace=False)
+        add(agent, joint, int(action), int(baseline))
+    return pd.DataFrame(rows, columns=list(QUERY_COLUMNS))

@@ -17,11 +17,29 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from ..model import Model
 from ..priors import Prior
 
-__all__ = ["Fit", "load_fit", "RHAT_MAX", "ESS_MIN"]
+__all__ = ["Fit", "load_fit", "RHAT_MAX", "ESS_MIN", "CREDIBLE_LEVEL", "interval_columns", "FIXED"]
+
+CREDIBLE_LEVEL = 0.90
+"""Mass of every credible interval the package reports, set once here: the summary
+(``eti90_lb``, ``eti90_ub``), payoff differences and counterfactual bands (``q05``,
+``q95``), the posterior predictive band, the forest plot and the report. All are
+equal-tailed."""
+
+FIXED = "fixed"
+"""What a run folder's ``summary.csv`` and the report show instead of ESS, R-hat and MCSE
+for an entry that does not vary over the draws (pinned by the gauge)."""
+
+
+def interval_columns(level: float = CREDIBLE_LEVEL) -> tuple[str, str]:
+    """Names of the lower and upper bound columns of an equal-tailed interval of mass
+    ``level``: its quantiles in percent, ``("q05", "q95")`` at 0.90."""
+    tail = (1 - level) / 2
+    return f"q{round(tail * 100):02d}", f"q{round((1 - tail) * 100):02d}"
 
 RHAT_MAX = 1.01
 """R-hat above this is reported as a convergence warning (Vehtari et al. 2021)."""
@@ -157,13 +175,35 @@ class Fit:
         return dims
 
     def coords(self) -> dict[str, list]:
+        """Labels of each dimension, from the data: episodes, rounds, agents, actions, and
+        for a tabular mechanism the joint action of each table row (``"high low"``)."""
         d = self.data
-        return {
+        coords = {
             "episode": list(d.episode_labels),
             "round": list(range(d.first_round, d.first_round + d.num_rounds)),
             "agent": list(d.agent_labels),
             "action": list(d.action_labels),
         }
+        if self.model.mechanism.family == "tabular":
+            from ..mechanisms.tabular import joint_labels
+
+            coords["joint"] = joint_labels(self.model.num_agents, self.model.num_actions, d.action_labels)
+        return coords
+
+    def entry_labels(self, name: str, shape) -> list[str]:
+        """One label per entry of a parameter array (C order), as ``summary()`` shows them:
+        ``tau[low]``, ``payoffs[high low, bob]`` (the data's labels on the axes of
+        ``_dims``), indices on unlabelled axes (``w0[3, 1]``), ``name`` for a scalar."""
+        shape = tuple(int(k) for k in shape)
+        if not shape:
+            return [name]
+        coords = self.coords()
+        dims = self._dims().get(name, [])
+        axes = []
+        for axis, size in enumerate(shape):
+            labels = coords.get(dims[axis]) if len(dims) == len(shape) else None
+            axes.append([str(x) for x in labels] if labels is not None and len(labels) == size else [str(k) for k in range(size)])
+        return [f"{name}[{', '.join(axes[a][k] for a, k in enumerate(index))}]" for index in np.ndindex(*shape)]
 
     def to_arviz(self):
         """The fit as an ArviZ 1.x ``xarray.DataTree``.
@@ -226,11 +266,31 @@ class Fit:
         names += [n for n in ("q0_spread", "payoff_sigma") if n in self.posterior]
         return names or list(self.posterior)[:5]
 
-    def summary(self, var_names=None):
-        """ArviZ summary (numbers, not strings) of the natural parameters."""
+    def summary(self, var_names=None, mark_fixed: bool = False):
+        """ArviZ summary of the natural parameters with ``CREDIBLE_LEVEL`` equal-tailed
+        intervals (columns ``eti90_lb``, ``eti90_ub``).
+
+        Numbers, not strings; entries that do not vary over the draws (pinned at 0 by
+        the gauge) have no ESS, R-hat or MCSE: NaN there, or the word ``FIXED``
+        ("fixed") with ``mark_fixed`` (as in a run folder's ``summary.csv``).
+        """
         import arviz as az
 
-        return az.summary(self.to_arviz(), var_names=var_names or self.summary_variables(), round_to="none")
+        with np.errstate(invalid="ignore", divide="ignore"):  # gauge-pinned entries are constant: 0 / 0, marked below
+            table = az.summary(
+                self.to_arviz(), var_names=var_names or self.summary_variables(), round_to="none",
+                ci_prob=CREDIBLE_LEVEL, ci_kind="eti",
+            )
+        table = pd.DataFrame(table)
+        fixed = np.zeros(len(table), bool)
+        if {"sd", "mean"} <= set(table.columns) and self.num_total_draws > 1:  # one MAP draw: nothing is "fixed"  # constant over the draws, up to float rounding of the sd
+            fixed = table["sd"].to_numpy(float) <= 1e-9 * np.abs(table["mean"].to_numpy(float))
+        if fixed.any():
+            columns = [c for c in ("ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd") if c in table.columns]
+            if mark_fixed:
+                table[columns] = table[columns].astype(object)
+            table.loc[fixed, columns] = FIXED if mark_fixed else np.nan
+        return table
 
     def diagnostics(self) -> dict:
         """R-hat, bulk/tail ESS, divergences and E-BFMI, with plain-words warnings."""

@@ -117,7 +117,7 @@ def _failure(where: str, loss, bad: dict[str, str], hint: str = "") -> FitError:
         message = f"{where}: {what} (loss was {_describe(loss)})"
     else:
         message = f"{where}: the loss is {_describe(loss).split(':')[0]} (its gradient is finite)"
-    hint = hint or "try a smaller learning rate, tighter priors, or float64 (--x64)"
+    hint = hint or "try tighter priors, float64 (--x64), or a smaller learning_rate (an option of fit() in Python)"
     return FitError(f"{message}; the fit stopped ({hint})")
 
 

@@ -23,16 +23,149 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["save_fit", "load_fit", "atomic_folder", "write_text_atomic", "interrupts_deferred"]
+__all__ = [
+    "save_fit",
+    "load_fit",
+    "atomic_folder",
+    "write_text_atomic",
+    "interrupts_deferred",
+    "check_output_file",
+    "check_output_folder_files",
+    "check_run_folder",
+    "RUN_FOLDER_FILES",
+    "file_mode",
+]
+
+RUN_FOLDER_MARKERS = ("fit.json", "posterior.nc")
+"""Files every run folder holds (``Fit.save``, ``bayes-diml fit`` / ``demo``): with both, a
+folder is recognised as one this package wrote."""
+
+RUN_FOLDER_FILES = frozenset({
+    "fit.json", "posterior.nc", "spec.toml", "data.csv", "summary.csv", "diagnostics.json",
+    "identifiability.csv", "payoff_differences.csv", "provenance.json", "rank_trace.png",
+    "payoff_differences.png", "posterior_predictive.png", "report.html", "features.npz", "truth.npz",
+})
+"""Every file name this package writes at the top of a run folder (add new ones here).
+
+``--overwrite`` replaces a run folder only when everything in it is one of these, or a
+sub-folder of ``RUN_FOLDER_SUBFOLDERS``: a file a user put there is never deleted."""
+
+RUN_FOLDER_SUBFOLDERS = {"counterfactuals": (".csv", ".png", ".json")}
+"""Sub-folders of a run folder this package writes, and the suffixes of their files."""
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """``0o666`` less the umask: the mode of an ordinary new file (``mkstemp`` creates
+    ``0o600``, ``mkdtemp`` ``0o700``; outputs get what ``open`` would give)."""
+    return 0o666 & ~_umask()
+
+
+def _what(path: Path) -> str:
+    if path.is_symlink():
+        return "a symbolic link"
+    if path.is_dir():
+        return "a folder"
+    if path.is_file():
+        return "a file"
+    return "neither a file nor a folder"
+
+
+def check_output_file(path, overwrite: bool) -> None:
+    """Refuse to write the single output file ``path`` unless it is new, or an existing
+    ordinary file and ``overwrite`` (a folder, a link or a device is never replaced).
+
+    Raises:
+        DataError: one line naming the path and what is there.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        if path.parent != Path("") and not path.parent.is_dir():
+            raise DataError(f"{path}: the folder {path.parent} does not exist")
+        return
+    if path.is_symlink() or not path.is_file():
+        raise DataError(
+            f"{path} is {_what(path)}, not a file; this output is one file, and --overwrite replaces only a file "
+            "(nothing was changed)"
+        )
+    if not overwrite:
+        raise DataError(f"{path} exists; pass --overwrite to replace it")
+
+
+def check_output_folder_files(folder, names, overwrite: bool) -> None:
+    """``check_output_file`` for each of ``names`` inside the output folder ``folder``
+    (which may not exist yet, but must not be a file)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} is {_what(folder)}, not a folder; --out names a folder of results (nothing was changed)")
+    if folder.is_dir():
+        for name in names:
+            check_output_file(folder / name, overwrite)
+
+
+def check_run_folder(directory, overwrite: bool) -> None:
+    """Refuse to write the run folder ``directory`` unless it is new, or a run folder this
+    package wrote (``RUN_FOLDER_MARKERS``, and nothing in it but ``RUN_FOLDER_FILES`` and
+    ``RUN_FOLDER_SUBFOLDERS``) and ``overwrite``.
+
+    Raises:
+        DataError: one line naming the path, what is there and what to do.
+    """
+    directory = Path(directory)
+    if not directory.exists() and not directory.is_symlink():
+        return
+    if directory.is_symlink() or not directory.is_dir():
+        raise DataError(
+            f"{directory} is {_what(directory)}, not a run folder; choose another --out (nothing was changed)"
+        )
+    missing = [name for name in RUN_FOLDER_MARKERS if not (directory / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{directory} is a folder that bayes-diml did not write (no {' or '.join(missing)}); --overwrite replaces "
+            "only a run folder: choose a new --out (nothing was changed)"
+        )
+    foreign = _foreign_entries(directory)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DataError(
+            f"{directory} holds {shown}, which bayes-diml did not write; move it out of the run folder or choose "
+            "another --out (nothing was changed)"
+        )
+    if not overwrite:
+        raise DataError(f"{directory} exists; pass --overwrite to replace it")
+
+
+def _foreign_entries(directory: Path) -> list[str]:
+    """Entries of a run folder that this package does not write (sorted, relative names)."""
+    foreign = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name in RUN_FOLDER_SUBFOLDERS and entry.is_dir() and not entry.is_symlink():
+            suffixes = RUN_FOLDER_SUBFOLDERS[entry.name]
+            foreign += [
+                f"{entry.name}/{inner.name}"
+                for inner in sorted(entry.iterdir())
+                if inner.is_symlink() or not inner.is_file() or inner.suffix not in suffixes
+            ]
+        elif entry.name not in RUN_FOLDER_FILES or entry.is_symlink() or not entry.is_file():
+            foreign.append(entry.name)
+    return foreign
 
 
 def write_text_atomic(path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place, with
+    the mode of an ordinary new file (``file_mode``)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -65,18 +198,21 @@ def interrupts_deferred():
 def atomic_folder(directory, overwrite: bool = False):
     """Yield a temporary folder that replaces ``directory`` only if the block succeeds.
 
-    An existing ``directory`` is refused unless ``overwrite``; an interrupted
+    An existing ``directory`` is refused unless it is a run folder this package wrote
+    and ``overwrite`` (``check_run_folder``: a folder holding anything else, or a file,
+    is never replaced); the new folder gets the mode of an ordinary new folder
+    (``0o777`` less the umask, not ``mkdtemp``'s ``0o700``). An interrupted
     block (including Ctrl-C) leaves the old folder, or none, never half of one,
     and no temporary folder beside it. The swap itself (two renames, then
     removing the old copy) runs with Ctrl-C held back; a Ctrl-C that arrives
     during it is raised afterwards, as ``KeyboardInterrupt("DIR was written")``.
     """
     directory = Path(directory)
-    if directory.exists() and not overwrite:
-        raise DataError(f"{directory} exists; pass --overwrite (overwrite=True) to replace it")
+    check_run_folder(directory, overwrite)
     directory.parent.mkdir(parents=True, exist_ok=True)
     with interrupts_deferred():
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
@@ -85,6 +221,7 @@ def atomic_folder(directory, overwrite: bool = False):
         raise
     try:
         with interrupts_deferred():
+            check_run_folder(directory, overwrite)  # what is there may have changed during the block
             _swap_into_place(tmp, directory)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{directory} was written") from None

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._types import Array, Params
+from ..priors import Domain, Interval, Prior
 
 __all__ = [
     "Learner",
@@ -83,17 +84,27 @@ def one_hot_actions(actions: Array, num_actions: int) -> Array:
     return (actions[:, None] == jnp.arange(num_actions)).astype(jnp.result_type(float))
 
 
-PARAMETER_DOMAINS: dict[str, tuple[Callable, str]] = {
-    "alpha": (lambda v: (v > 0) & (v <= 1), "must be in (0, 1]"),
-    "beta": (lambda v: v > 0, "must be > 0"),
-    "eps": (lambda v: (v >= 0) & (v < 1), "must be in [0, 1)"),
-    "c": (lambda v: v >= 1, "must be >= 1 (so that alpha_t = 1/(t + c) <= 1)"),
-    "phi": (lambda v: (v >= 0) & (v <= 1), "must be in [0, 1]"),
-    "rho": (lambda v: (v >= 0) & (v <= 1), "must be in [0, 1]"),
-    "delta": (lambda v: (v >= 0) & (v <= 1), "must be in [0, 1]"),
-    "eta": (lambda v: v > 0, "must be > 0"),
+def _prior(dist: str, **args: float) -> Prior:
+    return Prior(dist, tuple((k, float(v)) for k, v in args.items()))
+
+
+_UNIT_CLOSED = Interval(0.0, 1.0, low_closed=True, high_closed=True)
+
+PARAMETER_DOMAINS: dict[str, Domain] = {
+    "alpha": Domain(Interval(0.0, 1.0, high_closed=True), _prior("beta", a=2, b=5)),
+    "beta": Domain(Interval(0.0), _prior("lognormal", loc=1, scale=0.5)),
+    "eps": Domain(Interval(0.0, 1.0, low_closed=True), _prior("beta", a=1, b=20)),
+    "c": Domain(Interval(1.0, low_closed=True), _prior("uniform", low=1, high=20), "so that alpha_t = 1/(t + c) <= 1"),
+    "phi": Domain(_UNIT_CLOSED, _prior("beta", a=2, b=2)),
+    "rho": Domain(_UNIT_CLOSED, _prior("beta", a=2, b=2)),
+    "delta": Domain(_UNIT_CLOSED, _prior("beta", a=2, b=2)),
+    "eta": Domain(Interval(0.0), _prior("lognormal", loc=0, scale=1)),
 }
-"""Learner parameter name -> (predicate on a float array, what the domain is)."""
+"""Learner parameter name -> its domain (interval, and a prior inside it for messages).
+
+Fixed values are checked against it (``check_domains``), and so is the support of a
+prior (``Model``): a prior reaching outside the domain is refused, so every draw,
+which NumPyro maps from the unconstrained scale onto the prior's support, is valid."""
 
 
 def check_domains(params: Params, where: str, names: tuple[str, ...]) -> None:
@@ -103,9 +114,9 @@ def check_domains(params: Params, where: str, names: tuple[str, ...]) -> None:
 
     for name in names:
         value = np.asarray(params[name], dtype=float)
-        ok, msg = PARAMETER_DOMAINS[name]
-        if not np.all(np.isfinite(value)) or not np.all(ok(value)):
-            raise SpecError(f"{where}: learner parameter '{name}' = {value.tolist()}: {name} {msg}")
+        domain = PARAMETER_DOMAINS[name]
+        if not np.all(np.isfinite(value)) or not np.all(domain.interval.contains(value)):
+            raise SpecError(f"{where}: learner parameter '{name}' = {value.tolist()}: {name} must be {domain.describe()}")
 
 
 def step_coefficients(learner: Learner, params: Params, U: Array, actions: Array, present: Array, t) -> tuple[Array, Array]:

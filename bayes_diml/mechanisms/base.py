@@ -55,6 +55,9 @@ class Mechanism:
         prior_options: keys this family accepts in ``[mechanism.prior]``.
         prior_numbers: those of them that are plain positive numbers (scales);
             the others are prior tables.
+        prior_domains: prior-table keys whose parameter is constrained -> its
+            ``Domain``; a prior whose support reaches outside it is refused. Keys
+            not listed are real-valued.
     """
 
     num_agents: int
@@ -65,6 +68,7 @@ class Mechanism:
     counts_context: ClassVar[bool] = False
     prior_options: ClassVar[frozenset[str]] = frozenset()
     prior_numbers: ClassVar[frozenset[str]] = frozenset()
+    prior_domains: ClassVar[dict] = {}
 
     # ----------------------------------------------------------------- params
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -151,7 +155,22 @@ class Mechanism:
             if key in self.prior_numbers:
                 positive_number(options, key, 1.0, where)
             else:
-                Prior.parse(value, f"{where} '{key}'")
+                prior = Prior.parse(value, f"{where} '{key}'")
+                if key in self.prior_domains:
+                    self.prior_domains[key].check_prior(prior, key, f"{where} '{key}'")
+
+    # ------------------------------------------------------------ truth tables
+    def truth_from_table(self, name: str, table: dict, action_labels=None, where: str = "[mechanism.truth]"):
+        """A true parameter given as a TOML table (``[mechanism.truth.NAME]``); only
+        families with a keyed form (``Tabular``'s joint-action table) accept one."""
+        from ..errors import SpecError
+
+        raise SpecError(f"{where}: '{name}' must be a number or a list of numbers, got a table")
+
+    def truth_lines(self, params: Params, action_labels=None, agent_labels=None, max_rows: int = 8) -> list[str]:
+        """Lines showing true parameters with their labels (``bayes-diml check --spec``);
+        none by default."""
+        return []
 
     # ---------------------------------------------------------------- helpers
     def check_params(self, params: Params, where: str = "params") -> None:

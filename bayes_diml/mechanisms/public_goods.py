@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Params, PRNGKey
+from ..priors import Domain, Interval, Prior
 import numpy as np
 
 from .base import (
@@ -47,6 +48,10 @@ class PublicGoods(Mechanism):
     counts_context = True
     prior_options = frozenset({"scale", "k", "cost", "weight_scale"})
     prior_numbers = frozenset({"weight_scale"})
+    prior_domains = {  # a saturating benefit: scale > 0, k > 0 (k <= 0 is no benefit or a convex one)
+        "scale": Domain(Interval(0.0), Prior("lognormal", (("loc", 0.0), ("scale", 1.0)))),
+        "k": Domain(Interval(0.0), Prior("lognormal", (("loc", 0.7), ("scale", 1.0)))),
+    }
 
     def sample_prior(self, options, fix_gauge):
         """``scale ~ LogNormal(0, 1)``, ``k ~ LogNormal(log 2, 1)``, ``cost ~ Normal(0, 1)``;

@@ -11,7 +11,10 @@ import numpy as np
 from .._types import Array, Params, PRNGKey
 from .base import Mechanism
 
-__all__ = ["Tabular", "joint_index"]
+__all__ = ["Tabular", "joint_index", "joint_actions", "joint_labels", "TRUTH_PREVIEW_ROWS"]
+
+TRUTH_PREVIEW_ROWS = 8
+"""Rows of a tabular truth that ``bayes-diml check --spec`` prints (``Tabular.truth_lines``)."""
 
 
 def joint_index(joint_action: Array, num_actions: int) -> Array:
@@ -22,6 +25,21 @@ def joint_index(joint_action: Array, num_actions: int) -> Array:
     n = joint_action.shape[-1]
     weights = num_actions ** jnp.arange(n)
     return jnp.sum(joint_action * weights, axis=-1)
+
+
+def joint_actions(num_agents: int, num_actions: int) -> np.ndarray:
+    """Every joint action in table-row order, ``(A**n, n)``: row ``j`` is the joint
+    action whose ``joint_index`` is ``j`` (agent 0's action changes fastest)."""
+    rows = np.arange(num_actions**num_agents)
+    return (rows[:, None] // num_actions ** np.arange(num_agents)[None, :]) % num_actions
+
+
+def joint_labels(num_agents: int, num_actions: int, action_labels=None) -> list[str]:
+    """The joint action of each table row as space-separated action labels in agent
+    order (as in a query's ``joint`` column), e.g. ``"high low"``; codes when
+    ``action_labels`` is ``None``."""
+    labels = [str(x) for x in (action_labels if action_labels is not None else range(num_actions))]
+    return [" ".join(labels[k] for k in row) for row in joint_actions(num_agents, num_actions).tolist()]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -41,6 +59,11 @@ class Tabular(Mechanism):
     allows_absence = False
     prior_options = frozenset({"scale"})
     prior_numbers = frozenset({"scale"})
+
+    def __post_init__(self):
+        from ..resources import check_table
+
+        check_table(self.num_agents, self.num_actions, "the tabular family")
 
     def free_entries(self, fix_gauge: bool) -> tuple[np.ndarray, np.ndarray]:
         """(row, agent) index arrays of the table entries that are sampled.
@@ -84,3 +107,70 @@ class Tabular(Mechanism):
         base = joint_index(joint_action, A) - joint_action * place  # (n,)
         idx = base[:, None] + jnp.arange(A)[None, :] * place[:, None]  # (n, A)
         return params["payoffs"][idx, jnp.arange(n)[:, None]]
+
+    # ------------------------------------------------------------ truth tables
+    def truth_from_table(self, name: str, table: dict, action_labels=None, where: str = "[mechanism.truth]"):
+        """``payoffs`` from a table keyed by joint actions (``[mechanism.truth.payoffs]``).
+
+        Each key is one joint action, its action labels (or codes 0..A-1) separated by
+        spaces in agent order (``"low high"``: agent 0 plays low, agent 1 high); each
+        value lists one payoff per agent, in agent order. Every joint action must
+        appear exactly once. Returns the ``(A**n, n)`` array in table-row order.
+        """
+        from .._checks import numeric_array
+        from ..errors import SpecError
+
+        n, A = self.num_agents, self.num_actions
+        if name != "payoffs":
+            raise SpecError(f"{where}: only 'payoffs' may be a table keyed by joint actions, got a table for '{name}'")
+        named = joint_labels(n, A, action_labels)
+        codes = joint_labels(n, A)
+        lookup: dict[str, set[int]] = {}
+        for row, forms in enumerate(zip(named, codes)):
+            for form in set(forms):
+                lookup.setdefault(" ".join(form.split()), set()).add(row)
+        shown = [str(x) for x in (action_labels if action_labels is not None else range(A))]
+        payoffs = np.zeros((A**n, n))
+        given: dict[int, str] = {}
+        for key, value in table.items():
+            rows = lookup.get(" ".join(str(key).split()), set())
+            if not rows:
+                raise SpecError(
+                    f"{where}: unknown joint action {key!r}; a key lists {n} actions (one per agent, in agent "
+                    f"order, separated by spaces) from {shown} or the codes 0..{A - 1}, e.g. {named[min(1, A**n - 1)]!r}"
+                )
+            if len(rows) > 1:
+                raise SpecError(f"{where}: joint action {key!r} is ambiguous (action labels contain spaces); use the codes 0..{A - 1}")
+            row = next(iter(rows))
+            if row in given:
+                raise SpecError(f"{where}: {given[row]!r} and {key!r} are the same joint action ({named[row]!r}); give each joint action once")
+            array = numeric_array(value, f"{where} {key!r}", SpecError)
+            if array.shape != (n,):
+                raise SpecError(f"{where} {key!r}: expected one payoff per agent ({n} numbers, in agent order), got {value!r}")
+            payoffs[row], given[row] = array, key
+        missing = [named[row] for row in range(A**n) if row not in given]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise SpecError(
+                f"{where}: {len(missing)} of {A**n} joint actions have no payoffs: "
+                + ", ".join(repr(m) for m in missing[:3]) + more + "; give every joint action once"
+            )
+        return payoffs
+
+    def truth_lines(self, params, action_labels=None, agent_labels=None, max_rows: int = TRUTH_PREVIEW_ROWS) -> list[str]:
+        """The first ``max_rows`` rows of ``params["payoffs"]`` with their joint actions,
+        e.g. ``low high | 1, 0.5`` (for ``bayes-diml check --spec``)."""
+        payoffs = np.asarray(params["payoffs"], float)
+        n, A = self.num_agents, self.num_actions
+        agents = ", ".join(str(x) for x in (agent_labels if agent_labels is not None else range(n)))
+        joints = joint_labels(n, A, action_labels)
+        shown = min(max_rows, len(joints))
+        head = f"joint ({agents})"
+        width = max([len(head)] + [len(j) for j in joints[:shown]])
+        lines = [
+            f"payoffs: {len(joints)} rows, row = sum_i a_i * A**i (agent 0's action changes fastest)"
+            + (f"; first {shown}:" if shown < len(joints) else ":"),
+            f"{head:<{width}} | payoffs ({agents})",
+        ]
+        lines += [f"{joints[j]:<{width}} | " + ", ".join(f"{v:g}" for v in payoffs[j]) for j in range(shown)]
+        return lines
