@@ -33,10 +33,11 @@ import numpy as np
 import optax
 
 from .errors import SpecError
+from .inference.adam import adam_scan
 from .likelihood import as_arrays
 from .mechanisms import Tabular
-from .resources import count_text
 from .model import Model
+from .resources import count_text
 
 __all__ = [
     "Estimate",
@@ -164,7 +165,7 @@ def wrong_learner_map(model: Model, data, seed=0, *, factor: float = WRONG_BETA_
     ``maximum_likelihood(wrong_learner_model(model), ...)`` is its ML version).
 
     Its payoff differences come out scaled by about ``1 / factor``: the data pin only
-    ``beta * Δ`` (DESIGN §3).
+    ``beta * Δ`` (docs/design.md §3).
     """
     wrong = wrong_learner_model(model, factor)
     return _map(wrong, data, f"{model.mechanism.family} MAP, beta x {factor:g}", seed, options)
@@ -206,14 +207,8 @@ def maximum_likelihood(model: Model, data, seed=0, *, steps: int = 2000, learnin
     optimizer = optax.adam(learning_rate)
 
     @jax.jit
-    def train(p):
-        def step(carry, _):
-            p, state = carry
-            value, grad = jax.value_and_grad(loss)(p)
-            updates, state = optimizer.update(grad, state, p)
-            return (optax.apply_updates(p, updates), state), value
-
-        (p, _), values = jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps)
+    def train(p):  # the package's one Adam loop (inference/adam.py)
+        (p, _, _), values = adam_scan(lambda q, _: loss(q), optimizer, p, optimizer.init(p), jnp.arange(steps))
         return p, values
 
     compiled = train.lower(init).compile()
@@ -294,14 +289,8 @@ def behaviour_cloning(model: Model, data, seed=0, *, window: int = BC_WINDOW, hi
     optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
 
     @jax.jit
-    def train_block(p, state):
-        def step(carry, _):
-            p, state = carry
-            value, grad = jax.value_and_grad(loss)(p, fit_rows)
-            updates, state = optimizer.update(grad, state, p)
-            return (optax.apply_updates(p, updates), state), value
-
-        (p, state), values = jax.lax.scan(step, (p, state), None, length=block)
+    def train_block(p, state):  # the package's one Adam loop (inference/adam.py), AdamW here
+        (p, state, _), values = adam_scan(lambda q, _: loss(q, fit_rows), optimizer, p, state, jnp.arange(block))
         return p, state, values[-1], loss(p, check_rows)
 
     start = time.perf_counter()

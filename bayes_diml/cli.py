@@ -249,19 +249,38 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _experiments(module: str):
+    """``experiments.<module>`` of the source checkout beside this installation: the paper
+    study is not part of the library (nor of a wheel)."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "experiments" / f"{module}.py").is_file():
+        raise DataError(
+            "reproduce runs experiments/ of a source checkout (the paper study, not part of the library); "
+            f"none beside this installation ({root}): clone the repository and install it with pip -e"
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    found = importlib.import_module(f"experiments.{module}")
+    if Path(found.__file__).resolve().parent != root / "experiments":
+        raise DataError(f"reproduce: experiments.{module} was imported from {found.__file__}, not from the checkout {root}")
+    return found
+
+
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
+    study = _experiments("reproduce")
 
     if args.data_sizes is not None:
         return _data_size_study(args)
     variants = args.variants or "paper,scaled"
-    document = reproduce(
+    document = study.reproduce(
         args.experiments, seeds=args.seeds, quick=args.quick, out=args.out, variants=tuple(variants.split(",")),
         cache_dir=None if args.no_cache else "default",
         estimators=tuple(args.estimators) if args.estimators else None, first_seed=args.first_seed,
         overwrite=args.overwrite,
     )
-    out = Path(args.out) if args.out else Path("benchmarks/results")
+    out = Path(args.out) if args.out else study.DEFAULT_OUT
     stem = "paper_quick" if args.quick else "paper"
     failed = sum(r.get("status") == "failed" for r in document["rows"])
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} ({document['wall_seconds']:.0f} s, {failed} failed cells)")
@@ -270,13 +289,13 @@ def cmd_reproduce(args) -> int:
 
 def _data_size_study(args) -> int:
     """``reproduce --data-sizes``: the data-size study of each setting of each experiment."""
-    from .data_size import data_size_study
-    from .reproduce import EXPERIMENTS
+    study = _experiments("data_size")
+    registry = _experiments("reproduce").EXPERIMENTS
 
     for experiment in args.experiments:
-        for setting in EXPERIMENTS[experiment]:
+        for setting in registry[experiment]:
             for variant in (args.variants or "paper").split(","):
-                document = data_size_study(
+                document = study.data_size_study(
                     setting.name, seeds=args.seeds, sizes=args.data_sizes, estimators=args.estimators, variant=variant,
                     quick=args.quick, out=args.out, cache_dir=None if args.no_cache else "default",
                     overwrite=args.overwrite,
@@ -299,9 +318,9 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_run
     from .inference import load_fit
     from .loading import load_data
-    from .reproduce import evaluate_run
 
     fit = load_fit(args.run)
     data = load_data(args.data, fit.model)  # here, for its own round labels
@@ -390,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("counterfactual", help="credible play under a changed mechanism or learner")
     p.add_argument("run", help="run folder written by 'fit'")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="mechanism.NAME=VALUE or learner.NAME=VALUE (a number, a [list], or \"*0.6\" to scale)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="mechanism.NAME=VALUE or learner.NAME=VALUE (a number, a [list], or \"*0.6\" to scale)")
     p.add_argument("--episodes", type=_positive_int, required=True)
     p.add_argument("--rounds", type=_positive_int, required=True)
     p.add_argument("--seed", type=_nonnegative_int, default=0)
@@ -414,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "reproduce", help="the DIML paper's experiments with baselines and Bayesian fits",
         description="Without --data-sizes: the reproduction table, benchmarks/results/paper.json and paper.md. "
-                    "With --data-sizes M1,M2,...: the data-size study instead (bayes_diml.data_size): per seed one "
+                    "With --data-sizes M1,M2,...: the data-size study instead (experiments/data_size.py): per seed one "
                     "simulation at the paper's sizes, a fixed 20% test split, each estimator fitted on the first M "
                     "training episodes; writes data_size_<setting>[_scaled][_quick].json, .md and .png "
                     "(relative payoff-difference error against training episodes).",
@@ -426,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny data and the cheap estimators only (CI)")
     p.add_argument("--variants", default=None,
                    help="comma-separated: paper, scaled (default both; paper only with --data-sizes)")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results of the checkout)")
     p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing result files of the same names in --out (never a folder)")

@@ -26,9 +26,9 @@ def run_demo(
     """Run the demo and write its run folder ``out`` (an existing one is replaced only with
     ``overwrite``, and only if it is a run folder this package wrote)."""
     from .inference import fit
-    from .inference.storage import check_run_folder
     from .inference.queries import sample_queries
     from .inference.results import CREDIBLE_LEVEL, interval_columns
+    from .inference.storage import check_run_folder
     from .run_folder import save_run
     from .simulate import simulate
     from .spec import default_spec_path, read_spec

@@ -1,6 +1,6 @@
-"""Evaluation metrics of fitted mechanisms and behaviour models (DESIGN §6).
+"""Evaluation metrics of fitted mechanisms and behaviour models (docs/design.md §6).
 
-Pure functions over arrays; the benchmark (``bayes_diml.reproduce``) wires them to
+Pure functions over arrays; ``bayes_diml.evaluation`` wires them to
 fits and baselines. Two sets of conventions:
 
 * **the paper's** (An & Du 2026, to reproduce its columns like for like): NLL scores
@@ -12,9 +12,9 @@ fits and baselines. Two sets of conventions:
   ``MSE(Δ_est − Δ_true) / Var(Δ_true)``; 90% interval coverage; posterior
   predictive NLL of whole held-out episodes; R-hat of the payoff differences.
 
-Payoff differences ``Δ_i(k, k' | a_-i) = M(k, a_-i)_i − M(k', a_-i)_i`` (DESIGN §1)
+Payoff differences ``Δ_i(k, k' | a_-i) = M(k, a_-i)_i − M(k', a_-i)_i`` (docs/design.md §1)
 use the query codes of ``bayes_diml.inference.queries`` (``agent, action, baseline,
-joint...``).
+joint...``) and are computed in ``bayes_diml.differences``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._types import Params
+from .differences import draw_differences, random_queries
 from .errors import DataError
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 SHIFTED_LEARNER = {"alpha": 0.6, "beta": 1.4, "eps": 1.5}
-"""The paper's counterfactual learner: each parameter multiplied by this factor (DESIGN §6)."""
+"""The paper's counterfactual learner: each parameter multiplied by this factor (docs/design.md §6)."""
 
 KL_EPS = 1e-12
 """The paper's KL: ``sum p (log(p + KL_EPS) − log(q + KL_EPS))``."""
@@ -62,63 +63,17 @@ the paper's large-game key (``context_keys``)."""
 
 
 # ----------------------------------------------------------- payoff differences
-def difference_queries(actions: np.ndarray, mask: np.ndarray | None, num_actions: int, num: int, seed: int,
-                       distinct: bool = False, skip_last: bool = True) -> np.ndarray:
-    """Random payoff-difference queries from observed contexts, int ``(num, 3 + n)``.
-
-    Each row: a random episode, round and agent (``(e, t, i)`` with every agent
-    present in that round; rounds ``0..T-2`` when ``skip_last``, the paper's
-    convention), then own actions ``k, k'`` uniform at random, independently
-    (``distinct=False``, the paper's convention, pairs with ``k = k'`` give Δ = 0)
-    or as a distinct pair. Columns: agent, k, k', then the observed joint action.
-    """
-    actions = np.asarray(actions)
-    E, T, n = actions.shape
-    mask = np.zeros(actions.shape, bool) if mask is None else np.asarray(mask, bool)
-    full = ~mask.any(axis=2)  # (E, T)
-    if skip_last and T > 1:
-        full[:, T - 1] = False
-    e_idx, t_idx = np.nonzero(full)
-    if e_idx.size == 0:
-        raise DataError("difference_queries: no round in which every agent played")
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(e_idx.size, size=num)
-    agent = rng.integers(n, size=num)
-    if distinct:
-        if num_actions < 2:
-            raise DataError("difference_queries: distinct pairs need at least 2 actions")
-        first = rng.integers(num_actions, size=num)
-        second = (first + rng.integers(1, num_actions, size=num)) % num_actions
-    else:
-        first = rng.integers(num_actions, size=num)
-        second = rng.integers(num_actions, size=num)
-    joint = actions[e_idx[pick], t_idx[pick]]
-    return np.concatenate([agent[:, None], first[:, None], second[:, None], joint], axis=1).astype(np.int32)
+difference_queries = random_queries
+"""Random query codes over observed rounds (``differences.random_queries``)."""
 
 
 def mechanism_differences(mechanism, params_draws: Params, codes: np.ndarray) -> np.ndarray:
     """``Δ`` of each query under each parameter draw, ``(S, Q)``.
 
     ``params_draws``: the mechanism's parameters with a leading draw axis ``(S, ...)``.
+    Through ``mechanism.prepare`` (``differences.draw_differences(..., prepared=True)``).
     """
-    return np.asarray(_differences_jit(mechanism, params_draws, jnp.asarray(codes)))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _differences_jit(mechanism, params_draws, codes):
-    """As ``queries._differences``, through ``mechanism.prepare`` (e.g. the neural family's
-    payoff table, ``A**n`` network evaluations per draw instead of ``n A`` per query)."""
-
-    def one_draw(p):
-        prepared = mechanism.prepare(p)
-
-        def one_query(c):
-            cf = mechanism.prepared_counterfactual_payoffs(prepared, c[3:])
-            return cf[c[0], c[1]] - cf[c[0], c[2]]
-
-        return jax.vmap(one_query)(codes)
-
-    return jax.lax.map(one_draw, params_draws, batch_size=16)
+    return draw_differences(mechanism, params_draws, codes, prepared=True)
 
 
 def difference_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
@@ -129,7 +84,7 @@ def difference_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
 
 def relative_difference_error(estimate: np.ndarray, truth: np.ndarray) -> float:
     """``MSE(Δ_est − Δ_true) / Var(Δ_true)``: 0 is perfect, 1 is as bad as predicting
-    the mean difference everywhere; invariant to the payoff scale (DESIGN §6)."""
+    the mean difference everywhere; invariant to the payoff scale (docs/design.md §6)."""
     truth = np.asarray(truth, np.float64)
     var = float(np.var(truth))
     if var == 0.0:
@@ -204,7 +159,7 @@ def _payoffs_jit(mechanism, params, joints):
 
 def payoff_mse(estimate: np.ndarray, truth: np.ndarray) -> float:
     """``mean (M_est(a)_i − M_true(a)_i)**2`` over joint actions and agents (the paper's
-    ``mse_on`` / off-support MSE). Raw payoffs: levels are not identified (DESIGN §3),
+    ``mse_on`` / off-support MSE). Raw payoffs: levels are not identified (docs/design.md §3),
     so this depends on each estimator's gauge."""
     estimate, truth = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
     if estimate.size == 0:

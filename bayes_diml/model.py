@@ -9,8 +9,10 @@ column (``payoff_sigma``); the NumPyro model (``inference/numpyro_model.py``) re
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
+from ._static import static_key
 from .errors import SpecError
 from .learners import Learner
 from .learners.base import PARAMETER_DOMAINS
@@ -34,7 +36,10 @@ PAYOFF_SIGMA_DOMAIN = Domain(Interval(0.0), DEFAULT_PAYOFF_SIGMA)
 class Model:
     """Mechanism family + learner rule + the learner parameters' values or priors.
 
-    Hashed by identity, so a ``Model`` can be a static argument of jitted code.
+    Compared and hashed by value (``static_key``): two ``read_spec`` of one file, or two
+    equal models built in Python, are equal and share the compiled programs of jitted
+    code that takes the model as a static argument. ``spec`` (provenance only) is left
+    out of the comparison.
 
     Attributes:
         mechanism: the family object (static configuration).
@@ -122,6 +127,27 @@ class Model:
             isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < float("inf")
         ):
             raise SpecError(f"[payoff] sigma must be a number > 0 or a prior table, got {sigma!r}")
+
+    @functools.cached_property
+    def static_key(self) -> tuple:
+        """The frozen, hashable description of the model that ``==`` and ``hash`` use:
+        every field but ``spec``, dicts as sorted items, arrays by their bytes (computed
+        once: a ``Model`` is not changed after it is built)."""
+        return tuple(
+            static_key(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "spec"
+        )
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash(self.static_key)
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        return type(other) is type(self) and self._hash == other._hash and self.static_key == other.static_key
+
+    def __hash__(self):
+        return self._hash
 
     @property
     def num_agents(self) -> int:

@@ -26,19 +26,19 @@ import base64
 import datetime as _dt
 import html
 import json
-import os
 import re
 import shlex
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_write, write_text_atomic
+from ._json import dumps
 from .errors import DataError
 from .inference.results import CREDIBLE_LEVEL, interval_columns
-from .inference.storage import check_output_file, file_mode, write_text_atomic
+from .inference.storage import check_output_file
 
 __all__ = ["write_report", "save_counterfactual", "REPORT_NAME", "COUNTERFACTUALS_DIR", "SECTIONS"]
 
@@ -150,8 +150,6 @@ def save_counterfactual(run_dir, result, name: str, command=None, overwrite: boo
     Returns:
         The path of the record's CSV.
     """
-    from .inference.results import _jsonable
-
     folder = Path(run_dir) / COUNTERFACTUALS_DIR
     folder.mkdir(exist_ok=True)
     base = _SAFE_NAME.sub("_", str(name)).strip("._") or "counterfactual"
@@ -160,24 +158,17 @@ def save_counterfactual(run_dir, result, name: str, command=None, overwrite: boo
         k += 1
         stem = f"{base}-{k}"
     write_text_atomic(folder / f"{stem}.csv", result.to_frame().to_csv(index=False))
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            result.plot().savefig(handle, format="png", dpi=110)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, folder / f"{stem}.png")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    figure = result.plot()
+    atomic_write(folder / f"{stem}.png", lambda handle: figure.savefig(handle, format="png", dpi=110), binary=True)
     if command is not None and not isinstance(command, str):
         command = shlex.join(str(part) for part in command)
     record = {
         "name": stem,
         "command": command,
-        "intervention": _jsonable(result.intervention),
+        "intervention": result.intervention,
         "date": _now(),
     }
-    write_text_atomic(folder / f"{stem}.json", json.dumps(record, indent=2))
+    write_text_atomic(folder / f"{stem}.json", dumps(record))
     return folder / f"{stem}.csv"
 
 

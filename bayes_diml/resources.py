@@ -242,17 +242,16 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
 
 
 def _hessian_chunk(D: int) -> int:
-    """Hessian columns computed at once (``inference.samplers.HESSIAN_CHUNK``), each a
+    """Hessian columns computed at once (``inference.preconditioning.HESSIAN_CHUNK``), each a
     gradient's worth of the likelihood's intermediates."""
-    from .inference.samplers import HESSIAN_CHUNK
+    from .inference.preconditioning import HESSIAN_CHUNK
 
     return min(HESSIAN_CHUNK, D)
 
 
 def _table_bytes(model, f: int) -> int:
     """A payoff table the mechanism builds per evaluation (``prepare``), if it is a joint table."""
-    shapes = model.mechanism.param_shapes()
-    return 0 if model.mechanism.family != "tabular" else 2 * math.prod(shapes["payoffs"]) * f
+    return 2 * model.mechanism.table_entries() * f
 
 
 def simulation_memory(model, num_episodes: int, num_rounds: int) -> tuple[int, str]:

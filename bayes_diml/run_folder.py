@@ -14,7 +14,6 @@ Everything is written into a temporary folder renamed into place at the end.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._json import dumps
 from .errors import DataError
 
 __all__ = ["save_run", "provenance"]
@@ -101,10 +101,10 @@ def save_run(fit, directory, *, overwrite=False, data_path=None, queries=None, t
         tmp = Path(tmp)
         write_run_files(fit, tmp)
         fit.summary(mark_fixed=True).to_csv(tmp / "summary.csv")
-        (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2), encoding="utf-8")
+        (tmp / "diagnostics.json").write_text(dumps(diagnostics), encoding="utf-8")
         report.to_frame().to_csv(tmp / "identifiability.csv", index=False)
         differences.to_csv(tmp / "payoff_differences.csv", index=False)
-        (tmp / "provenance.json").write_text(json.dumps(provenance(fit, data_path, argv), indent=2), encoding="utf-8")
+        (tmp / "provenance.json").write_text(dumps(provenance(fit, data_path, argv)), encoding="utf-8")
         for name, figure in (
             ("rank_trace.png", plot_rank_trace(fit)),
             ("payoff_differences.png", plot_payoff_differences(differences.head(FOREST_ROWS))),

@@ -16,7 +16,9 @@ to its gradient (``episode_log_likelihood`` sums over unmasked entries only).
 With several hosts, call ``jax.distributed.initialize()`` in every process
 before anything else; ``jax.devices()`` then lists every host's devices and the
 mesh spans them all (each process holds the whole data set and supplies its own
-devices' episodes).
+devices' episodes). ``tests/test_distributed.py`` runs two such processes on one
+machine (gloo CPU collectives) against one process; ``docs/scaling.md`` gives the
+commands, there and on a cluster.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._random import as_key
-from ._types import Array, Params, PRNGKey
+from ._types import Params, PRNGKey
 from .learners import apply_step, step_coefficients
 from .likelihood import split_episode_params
 from .model import Model

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import math
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,15 @@ from ._checks import numeric_array
 from .errors import ResourceError, SpecError
 from .learners import LEARNERS
 from .mechanisms import FAMILIES
+from .mechanisms.base import load_npz
 from .model import DEFAULT_PAYOFF_SIGMA, Model
 from .priors import Prior
 
 __all__ = ["read_spec", "parse_spec", "default_spec_path", "FAMILY_OPTIONS"]
 
-FAMILY_OPTIONS: dict[str, set[str]] = {
-    "tabular": set(),
-    "congestion": set(),
-    "public_goods": {"subsidy", "subsidy_hidden"},
-    "neural": {"hidden", "embed_dim"},
-    "anonymous": {"hidden", "embed_dim"},
-    "linear": {"features", "feature_names"},
-}
-"""Keys of ``[mechanism]`` that each family accepts besides ``family``, ``truth`` and ``prior``."""
+FAMILY_OPTIONS: dict[str, set[str]] = {name: set(cls.spec_options) for name, cls in FAMILIES.items()}
+"""Keys of ``[mechanism]`` that each family accepts besides ``family``, ``truth`` and ``prior``
+(each family's ``spec_options``)."""
 
 _TOP = {"game", "mechanism", "learner", "payoff"}
 _GAME = {"agents", "actions", "action_labels", "agent_labels"}
@@ -120,23 +114,7 @@ def _labels(section: dict, key: str, count: int, where: str) -> tuple | None:
     return tuple(labels)
 
 
-def _int_list(value, key: str, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise SpecError(f"{where}: '{key}' must be a list of positive integers, got {value!r}")
-    return tuple(value)
-
-
-def _load_npz(base_dir: Path, name, key: str, where: str) -> dict[str, np.ndarray]:
-    if not isinstance(name, str):
-        raise SpecError(f"{where}: '{key}' must be the name of a .npz file, got {name!r}")
-    file = (base_dir / name) if not os.path.isabs(name) else Path(name)
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except FileNotFoundError:
-        raise SpecError(f"{where}: '{key}' names {file}, which does not exist") from None
-    except (OSError, ValueError) as err:
-        raise SpecError(f"{where}: cannot read {file} as a NumPy .npz archive: {err}") from None
+_load_npz = load_npz  # the .npz files a spec names (features, truth weights)
 
 
 def _mechanism(section: dict, n: int, A: int, where: str, base_dir: Path):
@@ -147,31 +125,8 @@ def _mechanism(section: dict, n: int, A: int, where: str, base_dir: Path):
         close = difflib.get_close_matches(str(family), sorted(FAMILIES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise SpecError(f"{where}: unknown family '{family}'{hint}; known: {sorted(FAMILIES)}")
-    options = FAMILY_OPTIONS[family]
-    _unknown(section, options | {"family", "truth", "prior"}, where)
-    kwargs: dict[str, Any] = {}
-    if "hidden" in section:
-        kwargs["hidden"] = _int_list(section["hidden"], "hidden", where)
-    if "embed_dim" in section:
-        value = section["embed_dim"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpecError(f"{where}: 'embed_dim' must be a positive integer, got {value!r}")
-        kwargs["embed_dim"] = value
-    if family == "public_goods":
-        subsidy = section.get("subsidy", True)
-        if not isinstance(subsidy, bool):
-            raise SpecError(f"{where}: 'subsidy' must be true or false, got {subsidy!r}")
-        hidden = _int_list(section.get("subsidy_hidden", [64]), "subsidy_hidden", where)
-        kwargs["subsidy_hidden"] = hidden if subsidy else None
-    if family == "linear":
-        if "features" not in section:
-            raise SpecError(f"{where}: the linear family needs 'features', a .npz file with arrays 'own' (A, F) and/or 'cross' (A, A, F)")
-        arrays = _load_npz(base_dir, section["features"], "features", where)
-        _unknown(arrays, {"own", "cross", "feature_names"}, f"{where} features file")
-        names = section.get("feature_names", arrays.get("feature_names", ()))
-        kwargs.update(own=arrays.get("own"), cross=arrays.get("cross"), feature_names=tuple(str(x) for x in names))
     try:
-        return FAMILIES[family](num_agents=n, num_actions=A, **kwargs)
+        return FAMILIES[family].from_spec(section, n, A, where, base_dir)
     except ResourceError as err:  # e.g. a tabular table beyond the memory: name the spec
         raise ResourceError(f"{where}: {err}") from None
 
@@ -342,22 +297,7 @@ def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]
         game["action_labels"] = list(model.action_labels)
     if model.agent_labels is not None:
         game["agent_labels"] = list(model.agent_labels)
-    mech: dict[str, Any] = {"family": mechanism.family}
-    files: dict[str, dict[str, np.ndarray]] = {}
-    if mechanism.family in ("neural", "anonymous"):
-        mech["hidden"] = list(mechanism.hidden)
-        if mechanism.embed_dim is not None:
-            mech["embed_dim"] = mechanism.embed_dim
-    elif mechanism.family == "public_goods":
-        mech["subsidy"] = mechanism.subsidy_hidden is not None
-        if mechanism.subsidy_hidden is not None:
-            mech["subsidy_hidden"] = list(mechanism.subsidy_hidden)
-    elif mechanism.family == "linear":
-        mech["features"] = "features.npz"
-        arrays = {k: np.asarray(v) for k, v in (("own", mechanism.own), ("cross", mechanism.cross)) if v is not None}
-        files["features.npz"] = arrays
-        if mechanism.feature_names:
-            mech["feature_names"] = list(mechanism.feature_names)
+    mech, files = mechanism.spec_table()
     if model.mechanism_prior:
         mech["prior"] = dict(model.mechanism_prior)
     learner: dict[str, Any] = {"rule": model.learner.name}

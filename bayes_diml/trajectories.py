@@ -2,7 +2,7 @@
 
 A ``Trajectories`` holds what the agents did, episode by episode and round by round,
 as plain NumPy arrays on the host (it is not a JAX pytree; the likelihood takes its
-arrays). The mask has one meaning everywhere (DESIGN §2): ``mask[e, t, i]`` is True
+arrays). The mask has one meaning everywhere (docs/design.md §2): ``mask[e, t, i]`` is True
 when agent ``i`` did not play round ``t`` of episode ``e``.
 
 On disk the data are a long table, one row per (episode, round, agent) that played::
@@ -17,7 +17,7 @@ CSV, Parquet and DataFrames go through one parsing core. Bad input is refused wi
 the header on line 1) or row (DataFrame and Parquet, 0-based positions as in
 ``DataFrame.iloc``), the column, what is wrong and what was expected. Nothing is
 silently dropped, clipped or coerced. Files are written to a temporary name in the
-same folder and renamed into place (DESIGN §9).
+same folder and renamed into place (docs/design.md §9).
 
 Labels. Episode and agent labels are all integers or all non-numeric strings per
 column (a text such as 'NA' or 'null' is a string label; only an empty cell, or a
@@ -39,9 +39,8 @@ import math
 import operator
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +60,12 @@ PAYOFF_COLUMN = "payoff"
 MAX_NUM_ACTIONS = 1 << 16
 """Largest supported ``num_actions``; guards against a stray huge code allocating."""
 
-ABSENCE_FAMILIES = ("congestion", "anonymous", "public_goods", "linear")
-"""Mechanism families whose payoffs are defined when an agent sits a round out."""
+def absence_families() -> tuple[str, ...]:
+    """Mechanism families whose payoffs are defined when an agent sits a round out
+    (``allows_absence``), in registry order."""
+    from bayes_diml.mechanisms import FAMILIES
+
+    return tuple(name for name, cls in FAMILIES.items() if cls.allows_absence)
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _ROUND_LIMIT = 1 << 62  # |round| bound, so round differences never overflow int64
@@ -850,19 +853,6 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return view
 
 
-def _write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Writes through ``write(temporary_path)`` and renames the result into place."""
-    path = Path(path)
-    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------- class
 
 
@@ -1091,7 +1081,7 @@ class Trajectories:
                 f"{_show(self.episode_labels[e])}, round {self.first_round + t}, while "
                 f"other agents did; family {family!r} needs every agent in every round "
                 f"(its joint payoffs are undefined without one); families that allow "
-                f"absent agents: {', '.join(ABSENCE_FAMILIES)}")
+                f"absent agents: {', '.join(absence_families())}")
 
     # ----------------------------------------------------------------- readers
 
@@ -1378,13 +1368,14 @@ class Trajectories:
             columns[PAYOFF_COLUMN] = ["" if math.isnan(x) else repr(x)
                                       for x in columns[PAYOFF_COLUMN]]
 
-        def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8", newline="") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
-                writer.writerow(list(columns))
-                writer.writerows(zip(*columns.values()))
+        def write(handle) -> None:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(list(columns))
+            writer.writerows(zip(*columns.values()))
 
-        _write_atomic(path, write)
+        from ._io import atomic_write
+
+        atomic_write(path, write)
 
     def to_parquet(self, path: str | os.PathLike) -> None:
         """Writes the long table as Parquet, atomically (temporary file, then rename).
@@ -1408,7 +1399,9 @@ class Trajectories:
             else:
                 arrays[name] = pa.array(values, pa.int64())
         table = pa.table(arrays)
-        _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+        from ._io import atomic_write
+
+        atomic_write(path, lambda handle: pq.write_table(table, handle), binary=True)
 
 
 def _arrow_to_series(column: Any) -> pd.Series:

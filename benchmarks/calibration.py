@@ -11,7 +11,8 @@ Two games, each with ``--datasets`` datasets (default 100) drawn from the model'
   12 x 20) to fit the time budget of a shared 2-core machine.
 
 Each game: ``bayes_diml.calibration.sbc`` with NUTS (1 chain, 250 warmup, L = 99 draws
-thinned by 2), datasets in two vectorised batches of 50 (one compilation). Writes
+thinned by 2), every dataset fitted by the shipped runner ``fit`` calls
+(``inference.nuts.run_nuts``: its warm start and mass matrix). Writes
 ``benchmarks/results/calibration.json`` (ranks, p-values, settings, wall time, machine)
 after each game, and ``calibration_<game>.png`` rank histograms with the 99% band of a
 uniform histogram. Usage::

@@ -53,10 +53,10 @@ def worker(rounds: int, episodes: int, chunk: int | None, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from likelihood import peak_memory, time_repeats
 
     import bayes_diml as bd
     from bayes_diml.likelihood import as_arrays, episode_log_likelihoods
-    from likelihood import peak_memory, time_repeats
 
     model, truth = bd.read_spec(ROOT / "models" / SPEC)
     data = bd.simulate(model, truth, num_episodes=episodes, num_rounds=rounds, seed=0)
@@ -119,7 +119,6 @@ def main(argv=None) -> int:
         return 0
 
     import jax
-
     from likelihood import machine
 
     results = []

@@ -8,7 +8,7 @@ at 12 x 20. This study separates the explanations:
    ``E[grad log p(data | theta_0)] = 0`` and ``Var(score) = Fisher information =
    -E[Hessian]`` (Cox & Hinkley 1974, §4.8). Checked over ``--datasets`` simulated
    data sets in the identified coordinates ``theta = (d, c2)``, ``d = tau - c1``
-   (DESIGN §3): the mean score's z-value per coordinate, ``diag Var(score) / diag F``
+   (docs/design.md §3): the mean score's z-value per coordinate, ``diag Var(score) / diag F``
    and ``E[s' F^-1 s]`` (10 for a correct model).
 2. **Coverage of a correct posterior at this size**: for each data set, the Laplace
    posterior ``Normal(theta_hat, (-H)^-1)`` (Newton steps from the truth, flat prior,
@@ -50,9 +50,9 @@ def simulate_sets(num_datasets: int, num_seeds: int, seed: int):
     truth, and the ``reproduce`` data sets of truth draws ``0..num_seeds-1``."""
     import jax
 
-    from bayes_diml import reproduce as rp
     from bayes_diml.simulate import simulate
     from bayes_diml.spec import read_spec
+    from experiments import reproduce as rp
 
     setting = rp.EXPERIMENTS["E2"][0]
     model, spec_truth = read_spec(rp.MODELS / setting.spec)
@@ -113,7 +113,7 @@ def laplace_coverage(model, ident: Identified, truth, train, test, query_seed: i
     import jax.numpy as jnp
 
     from bayes_diml import metrics
-    from bayes_diml import reproduce as rp
+    from experiments import reproduce as rp
 
     actions, mask = jnp.asarray(train.actions), jnp.asarray(train.mask)
     mode, cov = ident.laplace(actions, mask)
@@ -150,9 +150,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import jax
-
     from calibration import machine
-    from bayes_diml import reproduce as rp
+
+    from experiments import reproduce as rp
 
     start = time.perf_counter()
     model, truth, replicates, draws = simulate_sets(args.datasets, args.seeds, args.seed)

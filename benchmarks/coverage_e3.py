@@ -106,9 +106,10 @@ def main(argv=None) -> int:
     out = args.out or HERE / "results" / "coverage_E3" / f"components_{args.variant}_{args.seed}.json"
 
     from calibration import machine
+
     from bayes_diml import metrics
-    from bayes_diml import reproduce as rp
     from bayes_diml.inference import fit
+    from experiments import reproduce as rp
 
     rp._enable_compilation_cache(rp.default_cache_dir())
     start = time.perf_counter()

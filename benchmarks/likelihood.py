@@ -1,4 +1,4 @@
-"""Likelihood + gradient speed on the paper's settings (DESIGN §7), as JSON.
+"""Likelihood + gradient speed on the paper's settings (docs/design.md §7), as JSON.
 
 For each setting: data simulated from the spec's truth at the paper's sizes,
 the 80% training split, then ``jax.value_and_grad`` of the full-data

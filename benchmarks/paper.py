@@ -1,6 +1,6 @@
 """Reproduce the DIML paper's experiments with baselines and Bayesian fits (a thin script).
 
-The logic lives in ``bayes_diml.reproduce``; this is the same as the CLI verb
+The logic lives in ``experiments.reproduce`` (the paper study); this is the same as the CLI verb
 ``bayes-diml reproduce``. Usage (from the repository root):
 
     python benchmarks/paper.py E2 --seeds 1            # paper sizes, both variants
@@ -9,7 +9,7 @@ The logic lives in ``bayes_diml.reproduce``; this is the same as the CLI verb
     python benchmarks/paper.py E2 --seeds 3 --data-sizes 3,6,12,24,48   # the data-size study
 
 Writes ``benchmarks/results/paper.json`` and ``paper.md`` (``paper_quick.*`` with ``--quick``);
-with ``--data-sizes``, ``data_size_E2.json``, ``.md`` and ``.png`` (``bayes_diml.data_size``).
+with ``--data-sizes``, ``data_size_E2.json``, ``.md`` and ``.png`` (``experiments.data_size``).
 """
 
 import sys

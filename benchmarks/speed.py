@@ -113,7 +113,6 @@ def load(name: str, simulate_below: int, large_actions: int = LARGE_ACTIONS):
     """``(model, params, actions, mask, info)`` of a setting."""
     import jax
     import jax.numpy as jnp
-
     from likelihood import load_setting
 
     if name in SETTINGS:
@@ -330,7 +329,10 @@ def _fmt(value, digits=4):
 
 
 def summary(results: list[dict]) -> str:
-    lines = [f"{'setting':<15} {'impl':<9} {'method':<11} {'batch':>5} {'compile s':>9} {'grad s/ep':>10} {'adam s/ep':>10} {'host MB':>8} {'dev MB':>8}"]
+    lines = [
+        f"{'setting':<15} {'impl':<9} {'method':<11} {'batch':>5} {'compile s':>9} {'grad s/ep':>10} {'adam s/ep':>10} "
+        f"{'host MB':>8} {'dev MB':>8}"
+    ]
     for r in results:
         impl = "ref" if r.get("implementation", "").startswith("reference") else "ours"
         if "error" in r:
@@ -367,7 +369,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-agents", type=int, help="skip large games with more agents (default: none; --quick 99,999)")
     parser.add_argument("--sequential-for", nargs="*", default=SEQUENTIAL_DEFAULT, help="settings also run with method='sequential'")
     parser.add_argument("--episode-batch", default="auto", help="auto | none | an int (large games only; paper settings use none)")
-    parser.add_argument("--methods", nargs="+", default=["associative"], choices=("associative", "sequential"), help="recurrence methods for every setting")
+    parser.add_argument("--methods", nargs="+", default=["associative"], choices=("associative", "sequential"),
+                        help="recurrence methods for every setting")
     parser.add_argument("--simulate-below", type=int, default=100_000, help="large games: simulate data when n is below this")
     parser.add_argument("--large-actions", type=int, default=LARGE_ACTIONS, help="A of the large games (50; smaller only for smoke tests)")
     parser.add_argument("--against-reference", metavar="PATH", help="the authors' run_experiments.py: time their trainer too")

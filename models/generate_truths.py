@@ -1,7 +1,7 @@
 """Write the true parameters of the paper's environments into ``models/`` (run once).
 
 The truths are drawn with NumPy (``default_rng``), from the paper's
-distributions (DESIGN §6): congestion ``c1 ~ U[0.1, 0.4]``, ``c2 ~ U[0.05, 0.15]``,
+distributions (docs/design.md §6): congestion ``c1 ~ U[0.1, 0.4]``, ``c2 ~ U[0.05, 0.15]``,
 ``tau ~ U[0, 0.2]``; networks at PyTorch's default initialisation (dense layers
 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, embeddings ``N(0, 1)``). Network weights
 are stored in ``.npz`` files beside the specs, never regenerated from a seed.

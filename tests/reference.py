@@ -1,4 +1,4 @@
-"""Independent plain-NumPy references (float64, explicit loops), written from DESIGN §2–4.
+"""Independent plain-NumPy references (float64, explicit loops), written from docs/design.md §2–4.
 
 Nothing here imports ``bayes_diml``: the references are the equations of the design
 document, evaluated one agent, one round, one joint action at a time, so that a test
@@ -65,7 +65,7 @@ def _relu(x):
     return np.maximum(x, 0.0)
 
 
-# ------------------------------------------------- payoff of one agent (DESIGN §4)
+# ------------------------------------------------- payoff of one agent (docs/design.md §4)
 
 
 def tabular_payoff(params, a, present, i, *, num_actions, **_):
@@ -160,7 +160,7 @@ def counterfactual_payoffs(family, params, a, present=None, *, num_actions, **fe
     return out
 
 
-# ------------------------------------------------------------ learners (DESIGN §2)
+# ------------------------------------------------------------ learners (docs/design.md §2)
 
 
 def _agent_value(value, i):

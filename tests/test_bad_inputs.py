@@ -496,10 +496,10 @@ def test_fit_reads_a_data_path(monkeypatch):
 
     model = read_spec(BAD_DIR / OK_SPEC)[0]
     with pytest.raises(DataError) as info:  # read with the model: its action range applies
-        bd.fit(model, str(BAD_DIR / "data_action_out_of_range.csv"))
+        bd.fit(model, str(BAD_DIR / "data_action_out_of_range.csv"), seed=0)
     assert str(info.value) == _pinned("action-out-of-range-for-spec")
     with pytest.raises(DataError) as info:
-        bd.fit(model, BAD_DIR / "no_such_file.csv")
+        bd.fit(model, BAD_DIR / "no_such_file.csv", seed=0)
     assert str(info.value) == _pinned("missing-data-file")
 
     class Reached(Exception):
@@ -514,7 +514,7 @@ def test_fit_reads_a_data_path(monkeypatch):
     monkeypatch.setattr(importlib.import_module("bayes_diml.inference.fit"), "check_fit_inputs",
                         stop)
     with pytest.raises(Reached):
-        bd.fit(model, BAD_DIR / OK_DATA, method="map")
+        bd.fit(model, BAD_DIR / OK_DATA, method="map", seed=0)
     (data,) = seen
     assert isinstance(data, Trajectories)
     assert data.num_actions == 5 and data.agent_labels == ("a", "b", "c")

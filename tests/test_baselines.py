@@ -136,6 +136,7 @@ def test_wrong_learner_needs_fixed_beta():
     from bayes_diml.priors import Prior
 
     prior = dataclasses.replace(model, learner_params={**LEARNER, "alpha": Prior.parse({"dist": "beta", "a": 2, "b": 5}, "x")})
-    broken = dataclasses.replace(prior, learner_params={**prior.learner_params, "beta": Prior.parse({"dist": "lognormal", "loc": 0, "scale": 1}, "x")})
+    beta_prior = Prior.parse({"dist": "lognormal", "loc": 0, "scale": 1}, "x")
+    broken = dataclasses.replace(prior, learner_params={**prior.learner_params, "beta": beta_prior})
     with pytest.raises(SpecError, match="beta must be a fixed number"):
         baselines.wrong_learner_map(broken, None)

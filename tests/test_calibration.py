@@ -2,8 +2,10 @@
 
 The fast tests check the rank and test arithmetic against plain NumPy loops and on a
 conjugate normal model whose exact posterior is known in closed form; one fast test
-runs a tiny ``sbc`` and checks that it compiles once. The slow test runs SBC of the
-NUTS fit of a 2-agent, 2-action tabular game and checks for gross miscalibration.
+runs a tiny ``sbc`` through the shipped runner (``inference.nuts.run_nuts``) and
+checks that its simulation compiles once. The slow tests run SBC of the NUTS fit of a
+2-agent, 2-action tabular game (NumPyro's dense adaptation) and of a 2-agent, 11-action
+one (220 free payoff differences: the Laplace frame) and check for gross miscalibration.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def test_ranks_match_a_plain_loop_and_break_ties_uniformly():
     ranks = rank_statistics(draws, truth, seed=1)
     for n in range(300):
         for q in range(2):
-            less = sum(draws[n, l, q] < truth[n, q] for l in range(9))
-            equal = sum(draws[n, l, q] == truth[n, q] for l in range(9))
+            less = sum(draws[n, d, q] < truth[n, q] for d in range(9))
+            equal = sum(draws[n, d, q] == truth[n, q] for d in range(9))
             assert less <= ranks[n, q] <= less + equal
     # with discrete draws and truth from the same law, randomised ranks are exactly uniform on 0..9
     big = rank_statistics(rng.integers(0, 4, size=(4000, 9, 1)).astype(float), rng.integers(0, 4, size=(4000, 1)).astype(float))
@@ -113,14 +115,34 @@ def test_bad_inputs_are_refused():
 
 
 # ------------------------------------------------------------------ fast: sbc runs and compiles once
-def test_tiny_sbc_runs_and_compiles_once():
+def spy_on_run_nuts(monkeypatch) -> list[dict]:
+    """Record the ``info`` of every ``run_nuts`` call (the runner ``fit`` calls)."""
+    from bayes_diml.inference import nuts
+
+    infos, real = [], nuts.run_nuts
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        infos.append(result.info)
+        return result
+
+    monkeypatch.setattr(nuts, "run_nuts", spy)
+    return infos
+
+
+def test_tiny_sbc_runs_and_compiles_once(monkeypatch):
     model = tabular_2x2()
     prior = {"scale": 2.0, "alpha": {"dist": "beta", "a": 3.0, "b": 7.0}}  # alpha unknown
+    infos = spy_on_run_nuts(monkeypatch)
     before = calibration.TRACE_COUNT
     # 3 datasets in batches of 2: two calls of the batched function (the last one padded)
     result = sbc(model, prior, 3, num_episodes=2, num_rounds=4, num_draws=9, thin=1, num_warmup=20,
                  init_steps=10, max_tree_depth=4, batch_size=2, seed=0, progress=False)
     assert calibration.TRACE_COUNT - before == 1
+    # each dataset is fitted by the shipped runner, with the settings asked for
+    assert len(infos) == 3 and all(i["mass_matrix"] == "adapted dense" and i["warm_start_steps"] == 10 for i in infos)
+    assert all(i["num_samples"] == 9 and i["num_warmup"] == 20 and i["max_tree_depth"] == 4 for i in infos)
+    assert result.settings["mass_matrix"] == "adapted dense"
     assert result.ranks.shape == (3, 9) and result.ranks.min() >= 0 and result.ranks.max() <= 9
     assert result.kinds.count("parameter") == 5 and result.kinds.count("difference") == 4
     assert "alpha" in result.quantities and result.settings["mechanism_prior"] == {"scale": 2.0}
@@ -150,8 +172,10 @@ def test_tiny_sbc_runs_and_compiles_once():
 @pytest.mark.slow
 def test_nuts_on_a_two_agent_tabular_game_is_calibrated():
     """200 datasets of 5 episodes x 12 rounds from the N(0, 1) prior on the 4 free
-    payoff differences; NUTS with L = 49 draws (thin 2). About 2 minutes on 2 cores
-    (compilation included).
+    payoff differences; NUTS with L = 49 draws (thin 2), one ``run_nuts`` fit per dataset
+    (about 2 s each on 2 cores in the Laplace-frame test below, most of it NumPyro compiling
+    its sampling loop): several minutes. (Before ``sbc`` went through the shipped runner, one
+    vmapped program: about 2 minutes.)
 
     Bounds: the combined (Bonferroni) p-value of 4 distinct chi-square tests exceeds 1e-3 unless
     some rank histogram is far from flat. The mean normalised rank of N uniform ranks
@@ -159,11 +183,67 @@ def test_nuts_on_a_two_agent_tabular_game_is_calibrated():
     quantity (false alarm ~ 8 x 6e-5), while a posterior shifted by 0.25 posterior sd
     moves it by about 0.1.
     """
-    num_datasets, num_draws = 200, 49
-    result = sbc(tabular_2x2(), None, num_datasets, num_episodes=5, num_rounds=12, num_draws=num_draws,
-                 thin=2, num_warmup=200, seed=11, progress=False)
-    assert result.combined_p_value > P_MIN, result.to_frame()
+    # Four studies of 50 datasets (seeds 11..14), pooled: every fit compiles NumPyro's sampling
+    # loop anew, and 200 compilations in one process exhaust the kernel's memory mappings
+    # (LLVM cannot allocate section memory); the test, not the library, drops them in between.
+    import jax
+
+    from bayes_diml.calibration import _bonferroni, uniformity_test
+
+    num_draws, parts = 49, []
+    for seed in range(11, 15):
+        parts.append(sbc(tabular_2x2(), None, 50, num_episodes=5, num_rounds=12, num_draws=num_draws,
+                         thin=2, num_warmup=200, seed=seed, progress=False))
+        jax.clear_caches()
+    ranks = np.concatenate([r.ranks for r in parts])
+    true_values = np.concatenate([r.true_values for r in parts])
+    num_datasets = len(ranks)
+    combined = _bonferroni(uniformity_test(ranks, num_draws)["p_chi2"], true_values)
+    assert combined > P_MIN, combined
     band = 4 * np.sqrt((num_draws + 2) / (12 * num_draws) / num_datasets)
-    mean_rank = result.normalised_ranks.mean(axis=0)
+    mean_rank = np.concatenate([r.normalised_ranks for r in parts]).mean(axis=0)
     assert np.all(np.abs(mean_rank - 0.5) < band), (mean_rank, band)
-    assert result.divergences.sum() <= 0.01 * num_datasets * num_draws * 2, result.divergences.sum()
+    divergences = sum(int(r.divergences.sum()) for r in parts)
+    assert divergences <= 0.01 * num_datasets * num_draws * 2, divergences
+
+
+LAPLACE_FRAME_SBC = dict(num_episodes=2, num_rounds=10, num_draws=19, thin=2, num_warmup=150, max_differences=4,
+                         num_bins=4, seed=3, progress=False)
+"""30 datasets, L = 19 draws (thin 2), ranks in 4 bins of 5 values (7.5 expected counts per bin),
+4 payoff-difference queries."""
+
+
+def laplace_frame_game() -> Model:
+    """2 agents x 11 actions, tabular: 2 x 11 x 10 = 220 free payoff differences (the gauge
+    pins action 0), above ``nuts.ADAPTED_DENSE_MAX_DIM`` = 200."""
+    return Model(Tabular(num_agents=2, num_actions=11), logit_q, dict(LEARNER))
+
+
+def difference_p_value(result) -> float:
+    """Bonferroni over the payoff-difference queries only: ``min(1, Q_d min_q p_q)``."""
+    p = result.p_values[[kind == "difference" for kind in result.kinds]]
+    return float(min(1.0, len(p) * p.min()))
+
+
+@pytest.mark.slow
+def test_nuts_in_the_laplace_frame_is_calibrated(monkeypatch):
+    """SBC through the shipped sampler above ``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates
+    (``run_nuts`` samples in the Laplace frame); 30 datasets of 2 episodes x 10 rounds.
+
+    Bounds: neither the combined (Bonferroni) p-value over all distinct quantities nor the
+    one over the 4 difference queries rejects calibration at 0.01 (each does so with
+    probability <= 0.01 under calibration). With 220 parameters and 30 datasets the
+    first has little power (a Bonferroni factor of 224); the second has it: draws shrunk
+    towards their mean by 0.3 (an over-confident posterior) give p < 1e-3 on this seed
+    (a U-shaped rank histogram; 2 bins, the default at 30 datasets, could not see it).
+    """
+    from bayes_diml.inference.nuts import ADAPTED_DENSE_MAX_DIM
+
+    infos = spy_on_run_nuts(monkeypatch)
+    num_datasets = 30
+    result = sbc(laplace_frame_game(), None, num_datasets, **LAPLACE_FRAME_SBC)
+    assert result.settings["latent_dim"] == 220 > ADAPTED_DENSE_MAX_DIM
+    assert len(infos) == num_datasets and all(i["mass_matrix"] == "laplace frame" for i in infos)
+    assert result.combined_p_value > 0.01, result.to_frame().sort_values("p_chi2").head()
+    assert difference_p_value(result) > 0.01, result.to_frame()[result.to_frame()["kind"] == "difference"]
+    assert result.divergences.sum() <= 0.01 * num_datasets * 19 * 2, result.divergences.sum()

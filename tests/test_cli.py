@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from bayes_diml.cli import main
+
 from cli_helpers import run_cli as in_process
 
 SUBPROCESS_TIMEOUT_S = 300
@@ -462,7 +463,7 @@ def test_refusal_is_one_error_line_with_exit_status_2(work, capsys, case):
 
 
 # ------------------------------------------------------------------ known CLI bugs
-# Inputs that give a traceback (exit 1) or are silently coerced, where DESIGN §9 and the
+# Inputs that give a traceback (exit 1) or are silently coerced, where docs/design.md §9 and the
 # cli.py docstring promise one error line and exit status 2 (and one documented form
 # that is refused). Found by the test-writing pass and fixed; kept as regression tests.
 FIXED_BUGS: dict[str, tuple[list[str], tuple[str, ...], str]] = {
@@ -508,7 +509,7 @@ FIXED_BUGS: dict[str, tuple[list[str], tuple[str, ...], str]] = {
         ("'tau'",),
         "inference/counterfactual._finite_array refuses a bool scalar but np.asarray([True, False, True], "
         "float64) turns --set mechanism.tau=[true,false,true] into [1, 0, 1] and the command succeeds "
-        "(DESIGN §9: nothing coerced); expected exit 2 naming 'tau'",
+        "(docs/design.md §9: nothing coerced); expected exit 2 naming 'tau'",
     ),
     "set_factor_as_typed_in_a_shell": (
         ["counterfactual", "{root}/RUN", "--set", "learner.alpha=*0.6", "--episodes", "2", "--rounds", "2",

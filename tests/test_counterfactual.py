@@ -1,8 +1,8 @@
-"""Counterfactual simulation under interventions (DESIGN §5), against independent references.
+"""Counterfactual simulation under interventions (docs/design.md §5), against independent references.
 
 A tiny congestion game (3 agents x 3 resources) with posterior draws of known values
 (the truth plus small noise), so every expectation is computable without fitting.
-References: a plain-NumPy Monte Carlo of logit-Q play written from DESIGN §2, and the
+References: a plain-NumPy Monte Carlo of logit-Q play written from docs/design.md §2, and the
 payoffs of ``tests/reference.py`` recomputed from the simulated actions.
 """
 
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import reference
 import bayes_diml as bd
 from bayes_diml.inference import counterfactual as cf_module
 from bayes_diml.inference.counterfactual import CounterfactualResult, counterfactual
@@ -24,6 +23,8 @@ from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Congestion
 from bayes_diml.model import Model
 from bayes_diml.priors import Prior
+
+import reference
 
 N, A = 3, 3
 TRUTH = {"c1": np.array([0.2, 0.3, 0.25]), "c2": np.array([0.1, 0.05, 0.12]), "tau": np.array([0.1, 0.0, 0.15])}
@@ -74,7 +75,7 @@ def fit() -> Fit:
 
 # ---------------------------------------------------------------- NumPy reference
 def numpy_simulate(mech: dict, learner: dict, num_episodes: int, num_rounds: int, rng):
-    """Logit-Q play in the congestion game, vectorised over episodes (DESIGN §2, §4).
+    """Logit-Q play in the congestion game, vectorised over episodes (docs/design.md §2, §4).
 
     Returns per-episode action frequencies over agents ``(E, T, A)`` and welfare
     (sum of realised payoffs) ``(E, T)``.

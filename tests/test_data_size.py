@@ -1,4 +1,4 @@
-"""The data-size study (``bayes_diml.data_size``, ``bayes-diml reproduce --data-sizes``)."""
+"""The data-size study (``experiments.data_size``, ``bayes-diml reproduce --data-sizes``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import bayes_diml as bd
-from bayes_diml import data_size
 from bayes_diml.cli import main
+from experiments import data_size
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 QUICK_EPISODES, QUICK_ROUNDS, QUICK_TRAIN = 10, 20, 8  # Settings.for_mode(quick=True), 80/20 split

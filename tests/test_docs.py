@@ -427,12 +427,12 @@ def _workdir(tmp_path: Path, prepared: Path | None = None) -> Path:
 
 
 def _capped_fit(original):
-    def fit(model, data, method="nuts", seed=0, **options):
+    def fit(model, data, method="nuts", *, seed, **options):  # seed: required, as in bd.fit
         caps = {"nuts": NUTS_CAP, "svi": SVI_CAP, "map": MAP_CAP}.get(method, {})
         for key, cap in caps.items():
             options[key] = min(options.get(key, cap), cap)
         options.setdefault("progress", False)
-        return original(model, data, method, seed, **options)
+        return original(model, data, method, seed=seed, **options)
 
     fit.__doc__ = original.__doc__
     return fit

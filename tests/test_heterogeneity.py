@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
 from numpyro import handlers
 
 import bayes_diml as bd
@@ -25,6 +24,8 @@ from bayes_diml.mechanisms import Congestion, Tabular
 from bayes_diml.model import Model
 from bayes_diml.priors import Prior
 from bayes_diml.spec import model_to_table, parse_spec
+
+import reference
 
 LIKELIHOOD_RTOL = 1e-4  # float32 JAX vs float64 NumPy loop over ~100 log-probabilities
 LOGNORMAL = Prior("lognormal", (("loc", 1.0), ("scale", 0.5)))

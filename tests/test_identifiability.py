@@ -1,4 +1,4 @@
-"""Identifiability diagnostics (DESIGN §3).
+"""Identifiability diagnostics (docs/design.md §3).
 
 The direction naming is checked on hand-made information matrices whose null
 spaces are known; the report is checked on a tiny congestion game, where the

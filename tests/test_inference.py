@@ -9,9 +9,9 @@ import pytest
 
 import bayes_diml as bd
 from bayes_diml.inference.queries import in_support, parse_queries, sample_queries, support_contexts
+from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Congestion, Tabular
 from bayes_diml.model import Model
-from bayes_diml.learners import logit_q
 from bayes_diml.priors import Prior
 
 LEARNER = {"alpha": 0.3, "beta": 3.0, "eps": 0.05}
@@ -195,3 +195,90 @@ def test_sample_queries_are_in_support(congestion_data):
     _, codes = parse_queries(queries, congestion_data)
     contexts = support_contexts(congestion_data, True, 3)
     assert in_support(codes, contexts, True, 3).all()
+
+
+# ------------------------------------------------------------------ the runners (inference/{nuts,svi,map}.py)
+def double_well(actions, mask, payoff=None, priors_only=False):
+    """``x ~ N(0, 1)`` times ``exp(-10 (x^2 - 1)^2)``: the negative log joint
+    ``10 (x^2 - 1)^2 + x^2 / 2`` has second derivative ``120 x^2 - 39 < 0`` for ``|x| < 0.57``
+    (a local maximum of the potential at 0, between the two modes at ``x ~ +-1``)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    if not priors_only:
+        numpyro.factor("well", -10.0 * (x**2 - 1.0) ** 2)
+
+
+def _runner_arrays(data):
+    from bayes_diml.likelihood import as_arrays
+
+    return as_arrays(data)
+
+
+def test_runners_return_a_typed_result_and_map_runs_the_steps_asked(congestion_data):
+    """``run_map(steps=150, block=100)`` runs 150 Adam steps (not two whole blocks: 200);
+    its loss trace has one entry per step (``steps // 200 = 0``: no thinning)."""
+    import jax
+
+    from bayes_diml.inference.map import run_map
+    from bayes_diml.inference.numpyro_model import model_function
+    from bayes_diml.inference.potential import SamplerResult
+
+    fn = model_function(congestion_model())
+    actions, mask = _runner_arrays(congestion_data)
+    result = run_map(fn, actions, mask, jax.random.key(0), steps=150, block=100, restarts=2, progress=False)
+    assert isinstance(result, SamplerResult) and result.stats is None
+    assert result.info["steps"] == 150 and len(result.info["loss_trace"]) == 150
+    assert result.posterior["c2"].shape == (1, 1, 3)
+    # the 150 steps are those of a run asked for 150 steps in one block: the same optimum
+    one_block = run_map(fn, actions, mask, jax.random.key(0), steps=150, block=150, restarts=2, progress=False)
+    np.testing.assert_allclose(result.posterior["c2"], one_block.posterior["c2"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.info["loss_trace"], one_block.info["loss_trace"], rtol=1e-5)
+
+
+def test_map_laplace_at_an_indefinite_hessian_is_a_fit_error():
+    """One tiny Adam step from near 0 leaves MAP where the Hessian is negative: the
+    Laplace step says so in a ``FitError`` (not NumPy's ``LinAlgError`` from a Cholesky)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayes_diml.inference.map import run_map
+
+    dummy = (jnp.zeros((1, 2, 3), jnp.int32), jnp.zeros((1, 2, 3), bool))
+    with pytest.raises(bd.FitError, match="not positive definite"):
+        run_map(double_well, *dummy, jax.random.key(0), steps=1, learning_rate=1e-4, restarts=1, laplace=True,
+                num_samples=10, progress=False)
+    # after enough steps MAP is at a mode (x ~ +-1, H ~ 81): the Laplace draws have sd ~ 1/9
+    result = run_map(double_well, *dummy, jax.random.key(0), steps=500, learning_rate=0.05, restarts=1, laplace=True,
+                     num_samples=2000, progress=False)
+    x = result.posterior["x"].ravel()
+    assert abs(abs(x.mean()) - 1.0) < 0.05 and 0.09 < x.std() < 0.13
+
+
+def test_svi_guide_is_not_reused_across_observed_payoffs():
+    """One model fitted with and without an observed payoff column on the same number of
+    episodes: with payoffs the tabular gauge is not fixed (every payoff entry free) and
+    ``payoff_sigma`` is sampled; without, neither. Each run gets the guide of its own sites."""
+    import jax
+    import jax.numpy as jnp
+
+    from bayes_diml.inference.numpyro_model import model_function
+    from bayes_diml.inference.svi import run_svi
+
+    model = Model(Tabular(num_agents=2, num_actions=2), logit_q, LEARNER)
+    params = {"mechanism": {"payoffs": np.array([[0.0, 0.0], [0.5, 0.1], [0.3, 0.4], [-0.2, 0.2]])}, "learner": LEARNER}
+    data = bd.simulate(model, params, num_episodes=3, num_rounds=6, seed=0)
+    actions, mask = _runner_arrays(data)
+    payoff = jnp.asarray(np.random.default_rng(0).normal(size=actions.shape), jnp.float32)
+    fn = model_function(model)
+    options = dict(steps=20, map_steps=10, num_samples=5, progress=False)
+    sizes = {}
+    for observed in (True, False, True):
+        result = run_svi(fn, actions, mask, jax.random.key(0), payoff=payoff if observed else None, **options)
+        assert ("payoff_sigma" in result.posterior) is observed, (observed, sorted(result.posterior))
+        sizes.setdefault(observed, {k: v.shape for k, v in result.posterior.items()})
+        assert {k: v.shape for k, v in result.posterior.items()} == sizes[observed]
+        assert all(np.all(np.isfinite(v)) for v in result.posterior.values())
+    free = [k for k in sizes[True] if k in sizes[False] and sizes[True][k] != sizes[False][k]]
+    assert free, (sizes[True], sizes[False])  # the gauge changes a site's shape

@@ -15,7 +15,6 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import run_cli
 
 import bayes_diml as bd
 from bayes_diml.errors import SpecError
@@ -24,6 +23,8 @@ from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Tabular
 from bayes_diml.model import Model
 from bayes_diml.spec import parse_spec
+
+from cli_helpers import run_cli
 
 ACTIONS = ("low", "high")
 AGENTS = ("alice", "bob")
@@ -203,7 +204,7 @@ def test_check_refuses_what_fit_refuses(tmp_path, capsys):
     data = _write_data(tmp_path)
     model, _ = bd.read_spec(spec)
     with pytest.raises(SpecError) as refused:
-        bd.fit(model, bd.load_data(data, model), method="map", steps=5, progress=False)
+        bd.fit(model, bd.load_data(data, model), method="map", seed=0, steps=5, progress=False)
     status, out, err = run_cli(capsys, "check", data, "--spec", spec)
     assert status == 2 and "OK" not in out
     assert err.strip().splitlines() == [f"error: {refused.value}"]
@@ -356,11 +357,11 @@ def test_one_draw_note_names_the_cli_form():
 # ------------------------------------------------------------------ evaluate
 @pytest.mark.parametrize("first_round", [1, 5])
 def test_evaluate_names_the_skipped_round_by_the_datas_own_label(tmp_path, capsys, monkeypatch, first_round):
-    from bayes_diml import inference, reproduce
+    from bayes_diml import evaluation, inference
 
     model = Model(Tabular(num_agents=2, num_actions=2), logit_q, dict(LEARNER), action_labels=ACTIONS, agent_labels=AGENTS)
     monkeypatch.setattr(inference, "load_fit", lambda run: types.SimpleNamespace(model=model))
-    monkeypatch.setattr(reproduce, "evaluate_run", lambda *a, **k: {"pp_nll": 0.7, "nll": 0.6, "nll_test": 0.5})
+    monkeypatch.setattr(evaluation, "evaluate_run", lambda *a, **k: {"pp_nll": 0.7, "nll": 0.6, "nll_test": 0.5})
     status, out, err = run_cli(capsys, "evaluate", tmp_path, "--data", _write_data(tmp_path, first_round=first_round))
     assert status == 0, err
     assert f"round {first_round}" in out, out

@@ -10,9 +10,9 @@ data (~46 s).
 Setup shared by all tests: a 2-agent tabular game with 3 actions, payoff table
 ``N(SHIFT, 1)`` per entry (seeded), logit precision ``beta`` and mixing ``eps`` fixed
 in both the truth and every fit (a prior on ``beta`` with a free payoff scale is
-refused, DESIGN §3). EWA's ``phi``, ``rho``, ``delta`` and logit-Q's ``alpha`` get
+refused, docs/design.md §3). EWA's ``phi``, ``rho``, ``delta`` and logit-Q's ``alpha`` get
 uniform(0, 1) priors. EWA is not shift invariant, so its fit keeps every payoff
-entry free; logit-Q's fit fixes the gauge (DESIGN §3) -- ``compare`` must handle
+entry free; logit-Q's fit fixes the gauge (docs/design.md §3) -- ``compare`` must handle
 two fits with different numbers of payoff parameters.
 """
 

@@ -1,4 +1,4 @@
-"""Learning rules (DESIGN §2): every learner in the registry against the NumPy reference."""
+"""Learning rules (docs/design.md §2): every learner in the registry against the NumPy reference."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
 from bayes_diml.errors import SpecError
 from bayes_diml.learners import LEARNERS, step_coefficients
 from bayes_diml.likelihood import linear_recurrence
+
+import reference as ref
 from conftest import LEARNER_VALUES, PER_AGENT_LEARNER_VALUES, learner_values
 
 NUM_AGENTS, NUM_ACTIONS = 3, 4
@@ -358,7 +359,7 @@ def _shift_case(learner_name):
 
 
 def test_declared_shift_invariance_holds_numerically(learner):
-    """DESIGN §3: for a learner declared shift invariant, adding a constant to all of one agent's
+    """docs/design.md §3: for a learner declared shift invariant, adding a constant to all of one agent's
     payoffs in one opponents' context leaves every episode's likelihood unchanged (float64, to
     rounding); for the others it changes it."""
     from bayes_diml.likelihood import log_likelihood_per_episode

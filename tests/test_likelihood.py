@@ -1,4 +1,4 @@
-"""The teacher-forced log-likelihood (DESIGN §2) against a plain-NumPy loop, for every
+"""The teacher-forced log-likelihood (docs/design.md §2) against a plain-NumPy loop, for every
 family × learner, with and without masks; jit, vmap, gradients and the simulator."""
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference as ref
 from bayes_diml import Trajectories
-from bayes_diml.mechanisms import FAMILIES
 from bayes_diml.likelihood import (
     episode_log_likelihood,
     log_likelihood,
     log_likelihood_per_episode,
     teacher_forced_log_policies,
 )
+from bayes_diml.mechanisms import FAMILIES
 from bayes_diml.model import Model
 from bayes_diml.simulate import simulate_arrays
 from bayes_diml.spec import read_spec
+
+import reference as ref
 from conftest import (
     FAMILY_CASE_IDS,
     FAMILY_LEARNER_IDS,
@@ -314,7 +315,7 @@ def _check_gradient(case, actions, mask):
 
 
 def test_gradient_with_eps_zero_is_finite_and_correct():
-    """eps = 0 traced: no log(0), so no NaN gradient (DESIGN §2)."""
+    """eps = 0 traced: no log(0), so no NaN gradient (docs/design.md §2)."""
     case = build_case("tabular", "logit_q")
     actions, mask = _data(case, "trailing", seed=5)
     with jax.enable_x64(True):

@@ -1,17 +1,19 @@
-"""Mechanism families against the plain-NumPy reference (DESIGN §4)."""
+"""Mechanism families against the plain-NumPy reference (docs/design.md §4)."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference as ref
 from bayes_diml.errors import SpecError
-from bayes_diml.mechanisms import FAMILIES, Anonymous, Tabular
+from bayes_diml.mechanisms import FAMILIES, Anonymous, Mechanism, Tabular
+
+import reference as ref
 from conftest import MECHANISM_CASES, build_case, case_param
 
 # float32 payoffs of O(1) against float64 references
@@ -254,3 +256,167 @@ def test_neural_is_not_permutation_equivariant():
     pay = np.asarray(case.mechanism.payoffs(params, a))
     pay_perm = np.asarray(case.mechanism.payoffs(params, a[perm]))
     assert not np.allclose(pay_perm, pay[perm], atol=1e-3)
+
+
+# ------------------------------------------------- family knowledge on the family (issue 16)
+REPO = Path(__file__).resolve().parents[1]
+FAMILY_CLASS_NAMES = {cls.__name__ for cls in FAMILIES.values()} | {"NetworkMechanism"}
+
+
+def _write_files(files: dict, folder: Path) -> None:
+    for name, arrays in files.items():
+        np.savez(folder / name, **arrays)
+
+
+def test_spec_table_round_trip(mechanism_case, tmp_path):
+    """spec table -> family (``from_spec``, through the registry) -> spec table: equal, and
+    the same parameters give the same payoffs."""
+    mech = mechanism_case.mechanism
+    table, files = mech.spec_table()
+    assert table["family"] == mech.family and FAMILIES[table["family"]] is type(mech)
+    assert set(table) - {"family"} <= type(mech).spec_options
+    _write_files(files, tmp_path)
+    again = FAMILIES[table["family"]].from_spec(dict(table), mech.num_agents, mech.num_actions, "[mechanism]", tmp_path)
+    table_again, files_again = again.spec_table()
+    assert table_again == table
+    assert set(files_again) == set(files)
+    for name, arrays in files.items():
+        assert set(files_again[name]) == set(arrays)
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(files_again[name][key], value)
+    assert again.param_shapes() == mech.param_shapes()
+    params = mechanism_case.params["mechanism"]
+    joint = jnp.asarray(_random_joint_actions(mechanism_case, seed=11))
+    np.testing.assert_array_equal(np.asarray(jax.vmap(again.payoffs, (None, 0))(params, joint)),
+                                  np.asarray(jax.vmap(mech.payoffs, (None, 0))(params, joint)))
+
+
+def test_from_spec_refuses_unknown_and_foreign_keys(mechanism_case, tmp_path):
+    mech = mechanism_case.mechanism
+    table, files = mech.spec_table()
+    _write_files(files, tmp_path)
+    with pytest.raises(SpecError, match=r"\[mechanism\]: unknown key 'no_such_key'"):
+        type(mech).from_spec({**table, "no_such_key": 1}, mech.num_agents, mech.num_actions, "[mechanism]", tmp_path)
+    foreign = set().union(*(cls.spec_options for cls in FAMILIES.values())) - type(mech).spec_options
+    for key in sorted(foreign):
+        with pytest.raises(SpecError, match=f"unknown key '{key}'"):
+            type(mech).from_spec({**table, key: 1}, mech.num_agents, mech.num_actions, "[mechanism]", tmp_path)
+
+
+def test_scale_params_scales_every_difference(mechanism_case):
+    """``scale_params(params, c)`` multiplies every payoff difference by ``c`` and leaves
+    the parameters outside ``output_params`` alone."""
+    from bayes_diml.differences import random_queries, true_differences
+
+    mech = mechanism_case.mechanism
+    params = {k: np.asarray(v) for k, v in mechanism_case.params["mechanism"].items()}
+    names = mech.output_params()
+    assert names and set(names) <= set(mech.param_shapes())
+    scaled = mech.scale_params(params, 2.5)
+    assert set(scaled) == set(params)
+    for name in set(params) - set(names):
+        np.testing.assert_array_equal(scaled[name], params[name])
+    actions = _random_joint_actions(mechanism_case, seed=12, count=40).reshape(4, 10, -1)
+    codes = random_queries(actions, None, mech.num_actions, 60, seed=0, distinct=True)
+    base = true_differences(mech, params, codes)
+    assert np.std(base) > 1e-3  # a test that can fail
+    np.testing.assert_allclose(true_differences(mech, scaled, codes), 2.5 * base, rtol=1e-4, atol=1e-6)
+
+
+def test_registry_families_implement_the_family_interface():
+    common = {"family", "truth", "prior"}
+    for name, cls in FAMILIES.items():
+        assert cls.family == name and name
+        assert isinstance(cls.spec_options, frozenset) and not (cls.spec_options & common), name
+        assert cls.prior_numbers <= cls.prior_options and set(cls.prior_domains) <= cls.prior_options, name
+        for method in ("param_shapes", "init_params", "sample_prior", "counterfactual_payoffs", "output_params"):
+            assert getattr(cls, method) is not getattr(Mechanism, method), f"{name} lacks {method}"
+        assert isinstance(cls.__dict__.get("from_spec", Mechanism.__dict__["from_spec"]), classmethod)
+        if cls.spec_options:  # a family with options parses and writes them itself
+            assert cls.spec_kwargs.__func__ is not Mechanism.spec_kwargs.__func__, name
+            assert cls.spec_table is not Mechanism.spec_table, name
+
+
+def test_neural_and_anonymous_share_their_network_code():
+    from bayes_diml.mechanisms import NetworkMechanism, Neural
+
+    for cls in (Neural, Anonymous):
+        assert issubclass(cls, NetworkMechanism)
+        for method in ("param_shapes", "init_params", "sample_prior", "output_params", "spec_table"):
+            assert method not in cls.__dict__, f"{cls.__name__}.{method} should come from NetworkMechanism"
+    assert Neural(3, 3).embedding_size == 6 and Anonymous(3, 3).embedding_size == 12
+    assert Neural(2, 40).embedding_size == 24 and Anonymous(2, 40).embedding_size == 32
+
+
+def test_absence_families_come_from_the_registry():
+    from bayes_diml.trajectories import absence_families
+
+    assert absence_families() == tuple(n for n, cls in FAMILIES.items() if cls.allows_absence)
+    assert "tabular" not in absence_families() and "congestion" in absence_families()
+
+
+def _family_chains(source: str) -> list[int]:
+    """Lines that compare a ``family`` to a string or family name, test ``isinstance`` against a
+    family class, key a dict literal by family names or list family names by hand."""
+    import ast
+
+    names = set(FAMILIES)
+
+    def is_family(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "family") or (isinstance(node, ast.Name) and node.id == "family")
+
+    def strings(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return set().union(*(strings(e) for e in node.elts)) if node.elts else set()
+        return set()
+
+    def class_names(node):
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return set().union(*(class_names(e) for e in node.elts)) if node.elts else set()
+        if isinstance(node, ast.Name):
+            return {node.id}
+        if isinstance(node, ast.Attribute):
+            return {node.attr}
+        return set()
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(is_family(o) for o in operands) and any(strings(o) for o in operands if not is_family(o)):
+                lines.append(node.lineno)
+            elif any(strings(o) and strings(o) <= names for o in operands):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance", "issubclass"):
+            if len(node.args) == 2 and class_names(node.args[1]) & FAMILY_CLASS_NAMES:
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Dict):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+            if len(set(keys) & names) >= 2:
+                lines.append(node.lineno)
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(strings(node) & names) >= 2:
+            lines.append(node.lineno)  # a hand-kept list of families
+    return sorted(set(lines))
+
+
+def test_family_chain_detector_can_fail():
+    assert _family_chains('if model.mechanism.family == "tabular":\n    pass\n') == [1]
+    assert _family_chains('x = family in ("neural", "anonymous")\n') == [1]
+    assert _family_chains('x = mech.family != name\n') == []
+    assert _family_chains('x = name == "public_goods"\n') == [1]
+    assert _family_chains('x = isinstance(m, Tabular)\n') == [1]
+    assert _family_chains('x = {"tabular": 1, "linear": 2}\n') == [1]
+    assert _family_chains('x = "family" in change\n') == []
+    assert _family_chains('ABSENT = ("congestion", "anonymous")\n') == [1]
+
+
+def test_no_family_chains_outside_mechanisms():
+    """Family knowledge lives on the family classes: no module outside
+    ``bayes_diml/mechanisms/`` branches on a family's name or class."""
+    files = [p for p in sorted((REPO / "bayes_diml").rglob("*.py")) if "mechanisms" not in p.relative_to(REPO).parts]
+    files += sorted((REPO / "experiments").glob("*.py"))
+    assert len(files) > 20
+    found = {str(p.relative_to(REPO)): lines for p in files if (lines := _family_chains(p.read_text(encoding="utf-8")))}
+    assert not found, f"family chains (move the logic onto the family class): {found}"

@@ -203,3 +203,60 @@ def test_congestion_differences_match_formula():
     pay = lambda k, L: (tau[k] - c1[k]) * L - c2[k] * L**2  # noqa: E731
     expected = pay(1, 3) - pay(0, 1)
     np.testing.assert_allclose(metrics.mechanism_differences(mech, params, codes), [[expected]], atol=TOL)
+
+
+# ------------------------------------------------- one home for payoff differences (issue 16)
+def test_differences_have_one_home():
+    """``metrics``, ``inference.queries``, ``calibration`` and the identifiability report use
+    ``bayes_diml.differences``: none evaluates counterfactual payoffs itself or imports a
+    private helper for it."""
+    import re
+    from pathlib import Path
+
+    from bayes_diml import differences
+    from bayes_diml.inference import queries
+
+    for name in ("true_differences", "support_contexts", "in_support", "sample_queries", "QUERY_COLUMNS"):
+        assert getattr(queries, name) is getattr(differences, name), name
+    assert metrics.difference_queries is differences.random_queries
+    root = Path(differences.__file__).parent
+    for path in ("metrics.py", "inference/queries.py", "calibration.py", "inference/identifiability.py"):
+        text = (root / path).read_text(encoding="utf-8")
+        assert not re.search(r"counterfactual_payoffs|\b_differences\b|_observed_rounds", text), path
+    assert "from .differences import" in (root / "calibration.py").read_text(encoding="utf-8")
+    assert "from ..differences import" in (root / "inference/identifiability.py").read_text(encoding="utf-8")
+
+
+def test_difference_paths_agree_and_match_by_hand():
+    """Both evaluation paths give the hand-computed tabular differences exactly (see
+    ``test_mechanism_differences_tabular_by_hand``'s table)."""
+    from bayes_diml import differences
+
+    mech = Tabular(num_agents=2, num_actions=2)
+    params = {"payoffs": _table_2x2()["payoffs"][None]}
+    # agent 0, 1 vs 0 with agent 1 at 1: payoffs[1 + 2] - payoffs[0 + 2] = 4.0 - 0.5
+    # agent 1, 0 vs 1 with agent 0 at 1: payoffs[1 + 0][1] - payoffs[1 + 2][1] = 5.0 - 0.0
+    codes = np.array([[0, 1, 0, 0, 1], [1, 0, 1, 1, 0]], np.int32)
+    for prepared in (False, True):
+        np.testing.assert_allclose(differences.draw_differences(mech, params, codes, prepared), [[3.5, 5.0]], atol=TOL)
+    truth = differences.true_differences(mech, {"payoffs": _table_2x2()["payoffs"]}, codes)
+    np.testing.assert_allclose(truth, [3.5, 5.0], atol=TOL)
+
+
+def test_opponent_context_and_in_support():
+    from types import SimpleNamespace
+
+    from bayes_diml import differences
+
+    # joint (2, 0, 2): agent 1's opponents play (2, 2); their counts over 3 actions are (0, 0, 2)
+    assert differences.opponent_context([2, 0, 2], 1, False, 3) == (2, 2)
+    assert differences.opponent_context([2, 0, 2], 1, True, 3) == (0, 0, 2)
+    actions = np.array([[[0, 1, 2], [2, 0, 2]]])  # one episode, two rounds
+    data = SimpleNamespace(actions=actions, mask=np.zeros(actions.shape, bool), num_agents=3)
+    joint_sets = differences.support_contexts(data, False, 3)
+    assert joint_sets[1] == {(0, 2), (2, 2)}
+    codes = np.array([[1, 1, 0, 2, 1, 2], [1, 1, 0, 0, 1, 0]])  # agent 1 against (2, 2), then (0, 0)
+    np.testing.assert_array_equal(differences.in_support(codes, joint_sets, False, 3), [True, False])
+    count_sets = differences.support_contexts(data, True, 3)
+    # agent 0 against (1, 2) has counts (0, 1, 1), which agent 0 saw in round 0 (others 1, 2)
+    np.testing.assert_array_equal(differences.in_support(np.array([[0, 1, 0, 0, 2, 1]]), count_sets, True, 3), [True])

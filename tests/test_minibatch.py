@@ -113,22 +113,25 @@ def test_fit_with_minibatches_runs_and_scores_every_episode(setup):
 def test_bad_batch_size_is_refused(setup):
     model, data, _, _ = setup
     with pytest.raises(ValueError, match="batch_episodes"):
-        bd.fit(model, data, method="svi", batch_episodes=NUM_EPISODES + 1, steps=10, progress=False)
+        bd.fit(model, data, method="svi", seed=0, batch_episodes=NUM_EPISODES + 1, steps=10, progress=False)
 
 
 def compiled_step_memory(model, num_episodes: int, batch_episodes: int | None) -> int:
     """XLA working memory (temp buffers, bytes) of one compiled block of SVI steps."""
-    from bayes_diml.inference import samplers
+    from bayes_diml.inference import svi as svi_module
     from bayes_diml.inference.numpyro_model import model_function
 
     actions = jnp.zeros((num_episodes, 8, 3), jnp.int32)
     mask = jnp.zeros((num_episodes, 8, 3), bool)
     fn = model_function(model)
     if batch_episodes is not None:
-        fn = samplers._subsampled(fn, batch_episodes)
-    svi = samplers._svi_program(fn, "normal", None, 0.002, 1, num_episodes)
-    state = svi.init(jax.random.key(0), actions[:64], mask[:64])  # guide parameters do not depend on E
-    compiled = samplers._svi_block.lower(svi, 2, state, 2, actions, mask).compile()
+        fn = svi_module._subsampled(fn, batch_episodes)
+    svi = svi_module._svi_program_for(fn, "normal", None, 1, (actions, mask, None))
+    # unconstrained; guide parameters do not depend on E
+    params = svi.optim.get_params(svi.init(jax.random.key(0), actions[:64], mask[:64]).optim_state)
+    optimizer = svi_module._adam(0.002)
+    args = (svi, optimizer, 2, params, optimizer.init(params), jax.random.key(1), 2, actions, mask)
+    compiled = svi_module._svi_block.lower(*args).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
 
@@ -183,4 +186,4 @@ def test_minibatch_with_per_episode_initial_is_refused(setup):
 
     model = dataclasses.replace(setup[0], initial="per_episode")
     with pytest.raises(bd.DataError, match=r"batch_episodes.*initial = 'per_episode'"):
-        bd.fit(model, setup[1], method="svi", batch_episodes=BATCH, steps=10, progress=False)
+        bd.fit(model, setup[1], method="svi", seed=0, batch_episodes=BATCH, steps=10, progress=False)

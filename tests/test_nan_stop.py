@@ -22,8 +22,9 @@ import pytest
 
 import bayes_diml as bd
 from bayes_diml.cli import main
+from bayes_diml.inference.map import run_map
 from bayes_diml.inference.numpyro_model import numpyro_model
-from bayes_diml.inference.samplers import run_map, run_svi
+from bayes_diml.inference.svi import run_svi
 from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms.base import Mechanism
 

@@ -201,23 +201,33 @@ def test_small_settings_name_real_parameters(name):
     assert not unknown, f"{name}: the tests set {sorted(unknown)}, which its parameters cell does not define"
 
 
-ALLOWED_IMPORTS = {"bayes_diml", "bayes_diml.plots", "bayes_diml.inference.queries", "bayes_diml.loading", "bayes_diml.spec"}
-
-
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebooks_import_only_the_public_api(name):
+def test_notebooks_use_only_the_public_api(name):
+    """Every name a notebook takes from the package is in ``bayes_diml.__all__``: it imports
+    ``bayes_diml`` itself (``import bayes_diml as bd``) or names from it (``from bayes_diml
+    import plots``), never a submodule, and every ``bd.X`` is public."""
+    import bayes_diml
+
+    public = set(bayes_diml.__all__)
+    aliases = set()
     for cell in _read(name).cells:
         if cell.cell_type != "code":
             continue
-        for node in ast.walk(ast.parse(_python_source(cell.source))):
-            modules = []
+        tree = ast.parse(_python_source(cell.source))
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                modules = [node.module]
-            for module in modules:
-                if module.split(".")[0] == "bayes_diml":
-                    assert module in ALLOWED_IMPORTS, f"{name}: imports {module}, not a public module"
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "bayes_diml":
+                        assert alias.name == "bayes_diml", f"{name}: imports {alias.name}, not the public API"
+                        aliases.add(alias.asname or alias.name)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bayes_diml":
+                assert node.module == "bayes_diml", f"{name}: imports from {node.module}, not the public API"
+                private = [a.name for a in node.names if a.name not in public]
+                assert not private, f"{name}: imports {private} from bayes_diml, which are not in its __all__"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                assert node.attr in public, f"{name}: uses {node.value.id}.{node.attr}, which is not in bayes_diml.__all__"
+    assert aliases, f"{name}: does not import bayes_diml"
 
 
 # ------------------------------------------------------------- slow tests

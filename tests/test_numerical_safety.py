@@ -21,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference as ref
 import bayes_diml as bd
 from bayes_diml.errors import DataError
 from bayes_diml.learners import logit_q
 from bayes_diml.likelihood import episode_log_likelihoods, log_likelihood, log_likelihood_per_episode
 from bayes_diml.mechanisms import Congestion, Tabular
 from bayes_diml.model import Model
+
+import reference as ref
 from conftest import build_case, make_data
 
 LONG = 2000
@@ -240,7 +241,7 @@ def test_fit_threads_round_chunk_into_the_numpyro_model():
     chunked = log_density(functools.partial(numpyro_model, case.model, round_chunk=4), (actions, mask), {}, values)[0]
     np.testing.assert_allclose(float(chunked), float(plain), rtol=CHUNK_RTOL)
     with pytest.raises(DataError, match="round_chunk"):
-        bd.fit(case.model, bd.Trajectories.from_arrays(actions, mask, num_actions=4), method="map", round_chunk=0)
+        bd.fit(case.model, bd.Trajectories.from_arrays(actions, mask, num_actions=4), method="map", seed=0, round_chunk=0)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""NUTS in the Laplace frame (``samplers.run_nuts`` with a dense mass matrix).
+"""NUTS in the Laplace frame (``nuts.run_nuts`` with a dense mass matrix).
 
 References are independent of the sampler: a closed-form Gaussian posterior (mean and
 covariance known), and central finite differences of the gradient for the Hessian.
@@ -14,10 +14,10 @@ import numpyro.distributions as dist
 import pytest
 
 import bayes_diml as bd
-from bayes_diml.inference import samplers
+from bayes_diml.inference import nuts, potential, preconditioning
+from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Congestion
 from bayes_diml.model import Model
-from bayes_diml.learners import logit_q
 
 # A badly scaled, strongly correlated Gaussian (condition number ~1e5) and a log-normal
 # scale: the posterior is the prior (the toy model has no likelihood), known in closed form.
@@ -38,9 +38,9 @@ DUMMY = (jnp.zeros((1, 2, 3), jnp.int32), jnp.zeros((1, 2, 3), bool))
 def gaussian_runs():
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(samplers, "ADAPTED_DENSE_MAX_DIM", 0)  # the frame at any size (default: above 200)
+        patch.setattr(nuts, "ADAPTED_DENSE_MAX_DIM", 0)  # the frame at any size (default: above 200)
         for dense in (True, False):
-            runs[dense] = samplers.run_nuts(
+            runs[dense] = nuts.run_nuts(
                 gaussian_model, *DUMMY, jax.random.key(0), num_chains=2, num_warmup=300, num_samples=1000,
                 dense_mass=dense, progress=False,
             )
@@ -86,10 +86,10 @@ def test_hessian_matches_finite_differences():
 
     fn = model_function(model)
     args = (*as_arrays(data), None)
-    z = {k: v[0] for k, v in samplers._prior_starts(fn, jax.random.split(jax.random.key(1), 1), *args).items()}
+    z = {k: v[0] for k, v in potential._prior_starts(fn, jax.random.split(jax.random.key(1), 1), *args).items()}
     flat, unravel = jax.flatten_util.ravel_pytree(z)
-    hessian = np.asarray(samplers._potential_hessian(fn, z, *args))
-    grad = lambda f: np.asarray(jax.flatten_util.ravel_pytree(samplers._potential_and_grad(fn, unravel(f), *args)[1])[0], np.float64)  # noqa: E731
+    hessian = np.asarray(preconditioning._potential_hessian(fn, z, *args))
+    grad = lambda f: np.asarray(jax.flatten_util.ravel_pytree(potential._potential_and_grad(fn, unravel(f), *args)[1])[0], np.float64)  # noqa: E731
     h = 1e-2
     reference = np.stack([(grad(flat + h * e) - grad(flat - h * e)) / (2 * h) for e in np.eye(flat.size, dtype=np.float32)], axis=1)
     # float32 gradients (~1e-6 relative) over 2h = 0.02 and O(h^2) truncation: 1% of the largest entry
@@ -110,7 +110,7 @@ def test_fit_passes_dense_mass(monkeypatch):
 
     monkeypatch.setattr(numpyro.infer.NUTS, "__init__", spy)
     for dense, adapted_max, mass in ((True, 200, "adapted dense"), (True, 0, "laplace frame"), (False, 0, "adapted diagonal")):
-        monkeypatch.setattr(samplers, "ADAPTED_DENSE_MAX_DIM", adapted_max)
+        monkeypatch.setattr(nuts, "ADAPTED_DENSE_MAX_DIM", adapted_max)
         result = bd.fit(model, data, method="nuts", seed=0, num_chains=1, num_warmup=5, num_samples=5, dense_mass=dense,
                         progress=False, posterior_predictive_draws=2)
         assert result.info["dense_mass"] is dense and result.info["mass_matrix"] == mass

@@ -19,12 +19,13 @@ import stat
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_error_line as one_error
-from cli_helpers import run_cli as run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bayes_diml.cli import main
+
+from cli_helpers import one_error_line as one_error
+from cli_helpers import run_cli as run
 
 SPEC = """\
 [game]
@@ -294,7 +295,7 @@ def test_fit_refuses_sampler_options_out_of_range(options, name, work):
 
     model, _ = bd.read_spec(work / "spec.toml")
     with pytest.raises(bd.DataError, match=rf"{name} = .*expected"):
-        bd.fit(model, bd.load_data(work / "play.csv", model), method="nuts", **options)
+        bd.fit(model, bd.load_data(work / "play.csv", model), method="nuts", seed=0, **options)
 
 
 def test_an_unexpected_error_is_one_line_naming_a_log_with_the_traceback(work, capsys, monkeypatch):

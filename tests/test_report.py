@@ -44,6 +44,7 @@ CONSOLE_PROBLEM = re.compile(r":CONSOLE[:(]|Uncaught|net::ERR_")
 page has no script, so any console line is a fault), an uncaught exception or a failed load."""
 
 from test_cli import TINY_SPEC as SPEC  # noqa: E402  (one tiny congestion spec for the CLI tests)
+
 NUM_EPISODES, NUM_ROUNDS, NUM_AGENTS = 4, 10, 3
 
 

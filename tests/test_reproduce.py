@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 import bayes_diml as bd
-from bayes_diml import metrics, reproduce
+from bayes_diml import metrics
 from bayes_diml.cli import main
 from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Anonymous, Congestion, Neural, PublicGoods, Tabular
 from bayes_diml.model import Model
+from experiments import reproduce
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 QUICK_CPU_SECONDS = 60  # the issue's budget for `reproduce E2 --seeds 1 --quick` on a 2-core CPU
@@ -194,3 +195,68 @@ def test_long_runs_do_not_accumulate_compiled_programs(tmp_path):
                         estimators=("structured MAP",), log=lambda line: counts.append(_memory_mappings()))
     assert len(counts) == 4
     assert counts[-1] - counts[1] < 100, counts
+
+
+# ------------------------------------------------------------------ the library apart from the harness
+LIBRARY = Path(__file__).resolve().parents[1] / "bayes_diml"
+
+
+def test_the_library_never_imports_the_paper_harness():
+    """Nothing under ``bayes_diml/`` imports ``experiments`` or ``benchmarks`` (the CLI's
+    ``reproduce`` locates ``experiments/`` of the checkout at run time, by path), nor
+    changes global JAX settings (the compilation cache and ``jax.clear_caches()`` belong
+    to the harness)."""
+    import ast
+
+    offenders = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in ("experiments", "benchmarks"):
+                    offenders.append(f"{path.relative_to(LIBRARY.parent)}:{node.lineno} imports {name}")
+            if isinstance(node, ast.Attribute) and node.attr == "clear_caches":
+                offenders.append(f"{path.relative_to(LIBRARY.parent)}:{node.lineno} calls clear_caches")
+            if (isinstance(node, ast.Attribute) and node.attr == "update" and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "config"):
+                offenders.append(f"{path.relative_to(LIBRARY.parent)}:{node.lineno} updates jax.config")
+    assert not offenders, offenders
+
+
+def test_importing_the_library_changes_no_jax_setting():
+    """Every module of ``bayes_diml`` imported in a fresh interpreter leaves ``jax.config`` as it was."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, json, pkgutil, jax\n"
+        "before = {k: repr(v) for k, v in jax.config.values.items()}\n"
+        "import bayes_diml\n"
+        "for m in pkgutil.walk_packages(bayes_diml.__path__, 'bayes_diml.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "after = {k: repr(v) for k, v in jax.config.values.items()}\n"
+        "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after) if before.get(k) != after.get(k)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=LIBRARY.parent)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
+def test_reproduce_needs_a_source_checkout(monkeypatch, tmp_path, capsys):
+    """From an installation without ``experiments/`` beside it, ``reproduce`` says so in one line."""
+    from bayes_diml import cli
+
+    fake = tmp_path / "site-packages" / "bayes_diml" / "cli.py"
+    monkeypatch.setattr(cli, "__file__", str(fake))
+    assert main(["reproduce", "E2", "--quick", "--seeds", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "reproduce runs experiments/ of a source checkout" in err and "pip -e" in err
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -11,8 +11,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_error_line as one_line
-from cli_helpers import run_cli as run
 
 from bayes_diml import read_spec
 from bayes_diml.cli import main
@@ -24,6 +22,9 @@ from bayes_diml.resources import (
     bytes_text,
     count_text,
 )
+
+from cli_helpers import one_error_line as one_line
+from cli_helpers import run_cli as run
 
 SPEC = """\
 [game]

@@ -3,7 +3,7 @@ O(n A) evaluation, agent by agent, on a subsample of agents (issue 6, item 3).
 
 The package never evaluates the payoff network per agent: it builds the table
 ``F[c, k] = f(k, (counts - e_c) / (N - 1))`` once per round and gathers from it
-(DESIGN §4). The reference below does what the paper does, for each sampled agent
+(docs/design.md §4). The reference below does what the paper does, for each sampled agent
 ``i``: count the *other* present agents' actions, evaluate ``f(k, counts_-i / (N - 1))``
 for every own action ``k`` with a plain NumPy MLP, run logit-Q on that row, and score
 the agent's actions. Learners' states evolve row by row (agent ``i``'s ``Q`` depends
@@ -15,11 +15,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-import reference as ref
 from bayes_diml.learners import LEARNERS
 from bayes_diml.likelihood import log_likelihood_per_episode, teacher_forced_log_policies
 from bayes_diml.mechanisms import FAMILIES
 from bayes_diml.model import Model
+
+import reference as ref
 
 N_AGENTS, N_ACTIONS, N_EPISODES, N_ROUNDS = 10_000, 50, 2, 6
 LEARNER = {"alpha": 0.2, "beta": 6.0, "eps": 0.02}

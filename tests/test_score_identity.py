@@ -9,7 +9,7 @@ Both fail when the simulator and the likelihood disagree in any way the data can
 (a policy read from Q one round late, a payoff of the wrong context, a learner step
 applied twice), so this checks ``simulate`` against ``log_likelihood`` for every
 learner rule, in the congestion family's identified coordinates ``(d = tau - c1, c2)``
-(DESIGN §3) plus every learner parameter. An independent reference in the sense of
+(docs/design.md §3) plus every learner parameter. An independent reference in the sense of
 the project's rules: the identities are a property of any correct likelihood, not of
 our code's output.
 """

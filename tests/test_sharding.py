@@ -3,7 +3,8 @@
 Runs in a subprocess with 4 simulated CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=4``): the device count is fixed
 when JAX starts, so it cannot change inside the test process. The episode count (7)
-is not a multiple of 4: the sharded path pads with fully masked episodes.
+is not a multiple of 4: the sharded path pads with fully masked episodes. Several
+processes (hosts) joined by ``jax.distributed``: ``tests/test_distributed.py``.
 """
 
 from __future__ import annotations

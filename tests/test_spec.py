@@ -1,6 +1,6 @@
 """Tests for ``bayes_diml.spec``: the shipped specs, refusals with named keys, round trips.
 
-Specs are parsed with ``tomllib`` and never evaluated (DESIGN §9); every refusal is a
+Specs are parsed with ``tomllib`` and never evaluated (docs/design.md §9); every refusal is a
 ``SpecError`` whose message names the file and the offending key or section.
 """
 
@@ -341,14 +341,14 @@ def test_spec_that_is_not_utf8_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------- known spec-layer bugs
-# Each is a refusal the schema (models/README.md, DESIGN §9) promises and read_spec does not
+# Each is a refusal the schema (models/README.md, docs/design.md §9) promises and read_spec does not
 # make. Found by the test-writing pass and fixed; kept as regression tests (the third field says what went wrong).
 FIXED_BUGS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "truth_strings_coerced": (
         edit("c1 = [0.1785, 0.1895, 0.3443, 0.1276, 0.2800]", 'c1 = ["0.1785", "0.1895", "0.3443", "0.1276", "0.28"]'),
         ("[mechanism.truth]", "'c1'"),
         "bayes_diml/spec.py parse_spec: np.asarray(value, dtype=np.float64) silently turns the strings "
-        "c1 = [\"0.1785\", ...] into numbers (DESIGN §9: nothing coerced); expected SpecError naming 'c1'",
+        "c1 = [\"0.1785\", ...] into numbers (docs/design.md §9: nothing coerced); expected SpecError naming 'c1'",
     ),
     "truth_bools_coerced": (
         edit("c1 = [0.1785, 0.1895, 0.3443, 0.1276, 0.2800]", "c1 = [true, false, true, false, true]"),

@@ -1,4 +1,4 @@
-"""Posterior inference: NUTS, SVI and MAP over a model's unknowns (DESIGN §5)."""
+"""Posterior inference: NUTS, SVI and MAP over a model's unknowns (docs/design.md §5)."""
 
 from .comparison import compare
 from .fit import METHODS, fit

@@ -1,9 +1,9 @@
-"""Credible counterfactuals: re-simulate the learners under an intervention (DESIGN §5).
+"""Credible counterfactuals: re-simulate the learners under an intervention (docs/design.md §5).
 
 For each posterior draw ``s`` of a thinned subset (``S`` draws), an intervention
 replaces mechanism parameters (or the whole mechanism, ``M -> M'``) and/or learner
 parameters, and the learners are simulated afresh by ``simulate_arrays`` (the same
-learner step as the likelihood, DESIGN §2)::
+learner step as the likelihood, docs/design.md §2)::
 
     a^s_{e,t,i} ~ pi_t(. | i; M'^s, learner'^s)            e < E, t < T
     freq^s_t[k]  = mean_{e,i} 1[a^s_{e,t,i} = k]            (S, T, A)
@@ -24,7 +24,6 @@ import difflib
 import functools
 import math
 import re
-import weakref
 from typing import Any
 
 import jax
@@ -32,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from .._checks import numeric_array
 from .._random import as_key
 from .._types import Array, Params, PRNGKey
-from .._checks import numeric_array
 from ..errors import DataError, SpecError
 from ..mechanisms import Mechanism
 from ..model import Model
@@ -217,13 +216,13 @@ def counterfactual(
             the parameter's exact shape), where a value ``("+", values)`` or
             ``("*", values)`` changes each draw's value instead of replacing it (a toll
             *increase* ``{"tau": ("+", [0.1, 0, 0, 0, 0])}`` moves only the identified
-            ``tau - c1``; an absolute toll also carries the prior-only ``c1``, DESIGN §3);
+            ``tau - c1``; an absolute toll also carries the prior-only ``c1``, docs/design.md §3);
             or a tuple ``(Mechanism, params)``: a different mechanism (same numbers of
             agents and actions) for every draw.
         learner: ``None`` or a dict of learner-parameter overrides: a number (or a
             per-agent list) sets the parameter for every draw; a string ``"*f"``
             multiplies each draw's value by ``f`` (``{"alpha": "*0.6", "beta": "*1.4",
-            "eps": "*1.5"}`` is the paper's shifted learner, DESIGN §6). ``"q0"`` (shape
+            "eps": "*1.5"}`` is the paper's shifted learner, docs/design.md §6). ``"q0"`` (shape
             ``(A,)`` or ``(n, A)``) sets new initial learner states.
         num_episodes, num_rounds: simulated episodes and rounds per draw (static).
         seed: an int or a JAX key.
@@ -435,17 +434,10 @@ def _mechanism_intervention(model: Model, draws: Params, S: int, mechanism) -> t
     )
 
 
-_REPLACED: "weakref.WeakKeyDictionary[Model, dict[Mechanism, Model]]" = weakref.WeakKeyDictionary()
-
-
 def _with_mechanism(model: Model, mechanism: Mechanism) -> Model:
-    """``model`` with another mechanism; the same object for the same pair, so that
-    repeated counterfactuals under one new mechanism compile once (``Model`` is a
-    static argument hashed by identity)."""
-    per_model = _REPLACED.setdefault(model, {})
-    if mechanism not in per_model:
-        per_model[mechanism] = dataclasses.replace(model, mechanism=mechanism)
-    return per_model[mechanism]
+    """``model`` with another mechanism. Models compare by value, so repeated
+    counterfactuals under one new mechanism compile once."""
+    return dataclasses.replace(model, mechanism=mechanism)
 
 
 def _learner_intervention(model: Model, draws: Params, S: int, learner, index: np.ndarray) -> tuple[Params, Any]:

@@ -1,10 +1,14 @@
-"""Convergence diagnostics in plain words: R-hat, ESS, divergences, E-BFMI (ArviZ 1.x)."""
+"""Diagnostics of a ``Fit``, as functions of it: the summary table, convergence in plain
+words (R-hat, ESS, divergences, E-BFMI; ArviZ 1.x) and prior sensitivity."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["diagnose", "collapsed_learner_parameters", "EBFMI_MIN", "COLLAPSE_CORRELATION"]
+from .results import CREDIBLE_LEVEL, ESS_MIN, FIXED, RHAT_MAX
+
+__all__ = ["diagnose", "summary", "sensitivity", "collapsed_learner_parameters", "EBFMI_MIN", "COLLAPSE_CORRELATION"]
 
 EBFMI_MIN = 0.3
 """E-BFMI below this suggests the sampler explores the energy distribution poorly (Betancourt 2016)."""
@@ -68,8 +72,6 @@ def diagnose(fit) -> dict:
     every method, pairs of learner parameters that collapse onto each other
     (``collapsed_learner_parameters``) are reported in plain words.
     """
-    from .results import ESS_MIN, RHAT_MAX
-
     out: dict = {"method": fit.method, "warnings": []}
     out["warnings"].extend(_collapse_warnings(fit))
     if fit.method != "nuts":
@@ -102,7 +104,10 @@ def diagnose(fit) -> dict:
     if fit.num_chains < 2:
         w.append("Only one chain: R-hat cannot be computed; run at least 4 chains (--chains 4; num_chains=4 in Python) to check convergence.")
     elif out["max_rhat"] > RHAT_MAX:
-        w.append(f"R-hat reaches {out['max_rhat']:.3f} (> {RHAT_MAX}): the chains disagree; run a longer warmup or more samples (--warmup, --samples; num_warmup=, num_samples= in Python).")
+        w.append(
+            f"R-hat reaches {out['max_rhat']:.3f} (> {RHAT_MAX}): the chains disagree; run a longer warmup or more samples "
+            "(--warmup, --samples; num_warmup=, num_samples= in Python)."
+        )
     if out["min_ess_bulk"] < ESS_MIN or out["min_ess_tail"] < ESS_MIN:
         w.append(
             f"Effective sample size is low (bulk {out['min_ess_bulk']:.0f}, tail {out['min_ess_tail']:.0f}; "
@@ -117,3 +122,79 @@ def diagnose(fit) -> dict:
         w.append(f"E-BFMI below {EBFMI_MIN} in some chain: the sampler explores the energy poorly.")
     out["ok"] = not [x for x in w if x not in collapse]
     return out
+
+
+def summary(fit, var_names=None, mark_fixed: bool = False):
+    """ArviZ summary of the natural parameters with ``CREDIBLE_LEVEL`` equal-tailed
+    intervals (columns ``eti90_lb``, ``eti90_ub``).
+
+    Numbers, not strings; entries that do not vary over the draws (pinned at 0 by
+    the gauge) have no ESS, R-hat or MCSE: NaN there, or the word ``FIXED``
+    ("fixed") with ``mark_fixed`` (as in a run folder's ``summary.csv``).
+    """
+    import arviz as az
+
+    with np.errstate(invalid="ignore", divide="ignore"):  # gauge-pinned entries are constant: 0 / 0, marked below
+        table = az.summary(
+            fit.to_arviz(), var_names=var_names or fit.summary_variables(), round_to="none",
+            ci_prob=CREDIBLE_LEVEL, ci_kind="eti",
+        )
+    table = pd.DataFrame(table)
+    fixed = np.zeros(len(table), bool)
+    # constant over the draws, up to float rounding of the sd; one MAP draw: nothing is "fixed"
+    if {"sd", "mean"} <= set(table.columns) and fit.num_total_draws > 1:
+        fixed = table["sd"].to_numpy(float) <= 1e-9 * np.abs(table["mean"].to_numpy(float))
+    if fixed.any():
+        columns = [c for c in ("ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd") if c in table.columns]
+        if mark_fixed:
+            table[columns] = table[columns].astype(object)
+        table.loc[fixed, columns] = FIXED if mark_fixed else np.nan
+    return table
+
+
+def sensitivity(fit, var_names=None, threshold: float = 0.05):
+    """Which quantities the prior dominates: power-scaling sensitivity.
+
+    Power-scales the prior and the likelihood, ``p(theta)^a`` and ``p(y | theta)^a``
+    for ``a`` near 1, and measures how far each posterior marginal moves (the
+    cumulative Jensen-Shannon distance per unit of ``log a``), by importance
+    weighting the draws without refitting (Kallioinen, Paananen, Bürkner &
+    Vehtari 2024, Stat Comput 34:57; ArviZ ``psense_summary``).
+
+    Args:
+        var_names: posterior variables (default ``summary_variables()``).
+        threshold: sensitivity above which a component counts as influential.
+
+    Returns:
+        DataFrame indexed by variable with columns ``prior``, ``likelihood``
+        (sensitivities), ``diagnosis`` (ArviZ's) and ``meaning`` (plain words):
+        a prior sensitivity above ``threshold`` with a weak likelihood sensitivity
+        means the prior, not the data, determines that quantity.
+    """
+    import logging
+
+    import arviz_stats
+
+    tree = fit.to_arviz()
+    if "log_prior" not in tree.children or "log_likelihood" not in tree.children:
+        raise ValueError("sensitivity needs the log_prior and log_likelihood groups (a fit with unknowns)")
+    names = var_names or fit.summary_variables()
+    logger = logging.getLogger("arviz_stats")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the plain-words column below replaces ArviZ's generic warning
+    try:
+        table = arviz_stats.psense_summary(tree, var_names=names, threshold=threshold, round_to=6)
+    finally:
+        logger.setLevel(level)
+
+    def meaning(row) -> str:
+        if row["prior"] >= threshold and row["likelihood"] >= threshold:
+            return "prior and data disagree: the prior pulls against the data"
+        if row["prior"] >= threshold:
+            return "the prior dominates: the data say little about this quantity"
+        if row["likelihood"] >= threshold:
+            return "the data dominate"
+        return "neither scaling moves it noticeably"
+
+    table["meaning"] = table.apply(meaning, axis=1)
+    return table

@@ -13,9 +13,11 @@ from ..errors import DataError, FitError
 from ..likelihood import as_arrays
 from ..model import Model
 from ..sharding import shard_episodes, shard_padded, to_host, use_sharding
+from .map import run_map
 from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_likelihoods, model_function, observed_payoffs
-from .results import Fit
-from .samplers import run_map, run_nuts, run_svi
+from .nuts import run_nuts
+from .results import Fit, draws_params, predictive_frequencies
+from .svi import run_svi
 
 __all__ = ["fit", "check_fit_inputs", "METHODS"]
 
@@ -41,8 +43,8 @@ def fit(
     model: Model,
     data,
     method: str = "nuts",
-    seed=0,
     *,
+    seed,
     posterior_predictive_draws: int = 200,
     round_chunk: int | None = None,
     shard: bool | None = None,
@@ -57,15 +59,16 @@ def fit(
         method: ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
             ``target_accept``, ``max_tree_depth``, ``chain_method``, and ``dense_mass``:
             ``None`` (default) = a dense mass matrix for models with at most
-            ``samplers.DENSE_MASS_MAX_DIM`` (1000) unconstrained coordinates, taken
+            ``nuts.DENSE_MASS_MAX_DIM`` (1000) unconstrained coordinates, taken
             from the Hessian at the posterior mode and refined during warmup
-            (``samplers.run_nuts``), ``True`` / ``False`` to force or refuse it),
+            (``nuts.run_nuts``), ``True`` / ``False`` to force or refuse it),
             ``"svi"`` (``guide`` = ``"normal"`` | ``"lowrank"``, ``steps``,
             ``learning_rate``, ``num_samples``, ``rank``, ``num_particles``,
             ``batch_episodes`` for minibatches of episodes on large data sets) or
             ``"map"`` (``steps``, ``learning_rate``, ``restarts``, ``laplace``,
             ``num_samples``).
-        seed: an int or a JAX key; recorded in the result.
+        seed: an int or a JAX key (required, keyword only: nothing random happens without
+            it); recorded in the result.
         posterior_predictive_draws: draws used for the posterior predictive
             action frequencies (at most this many, spread over all draws).
         round_chunk: checkpoint the likelihood's recursion over chunks of this
@@ -123,24 +126,31 @@ def fit(
             payoff = shard_padded(payoff, np.nan)
     start = time.perf_counter()
     fn = model_function(model, round_chunk)
-    posterior, stats, info = METHODS[method](fn, actions, mask, k_fit, payoff=payoff, **options)
-    info["wall_seconds"] = time.perf_counter() - start
-    info["method"] = method
-    info["round_chunk"] = round_chunk
-    info["seed"] = seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist()
-    result = Fit(model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info)
-    _check_finite(result)
-    info["sharded"] = sharded
+    run = METHODS[method](fn, actions, mask, k_fit, payoff=payoff, **options)  # a SamplerResult
+    posterior, stats, info = run.posterior, run.stats, run.info
+    wall_seconds = time.perf_counter() - start
+    info = {
+        **info,
+        "wall_seconds": wall_seconds,
+        "method": method,
+        "round_chunk": round_chunk,
+        "seed": seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist(),
+        "sharded": sharded,
+    }
+    _check_finite(method, posterior)
     from ..resources import pointwise_batch
 
+    chains, draws = np.shape(next(iter(posterior.values())))[:2] if posterior else (1, 1)
     cells = (batch_episodes or num_episodes) * actions.shape[1] * model.num_agents * model.num_actions
     pointwise = draws_log_likelihoods(
-        model, result.params_draws(), actions, mask, payoff, batch_size=pointwise_batch(cells),
+        model, draws_params(model, data, posterior), actions, mask, payoff, batch_size=pointwise_batch(cells),
         round_chunk=round_chunk, episode_batch=batch_episodes,
     )
-    result.log_likelihood = to_host(pointwise)[:, :num_episodes].reshape(result.num_chains, result.num_draws, -1)
-    result.posterior_predictive = result.simulate_frequencies(k_ppc, max_draws=posterior_predictive_draws)
-    return result
+    return Fit(
+        model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info,
+        log_likelihood=to_host(pointwise)[:, :num_episodes].reshape(chains, draws, -1),
+        posterior_predictive=predictive_frequencies(model, data, posterior, k_ppc, max_draws=posterior_predictive_draws),
+    )
 
 
 _COUNT_OPTIONS = {
@@ -188,17 +198,17 @@ def _chains_on_devices(method: str, options: dict) -> bool:
     """Whether NUTS runs its chains in parallel, one per device (then the data stay whole)."""
     if method != "nuts":
         return False
-    from .samplers import nuts_chain_method
+    from .nuts import nuts_chain_method
 
     return nuts_chain_method(options.get("num_chains", 4), options.get("chain_method")) == "parallel"
 
 
-def _check_finite(result: Fit) -> None:
-    for name, values in result.posterior.items():
+def _check_finite(method: str, posterior: dict) -> None:
+    for name, values in posterior.items():
         values = np.asarray(values)
         if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
             where = np.argwhere(~np.isfinite(values))[0]
             raise FitError(
-                f"{result.method}: parameter '{name}' is not finite at draw {int(where[1])} of chain {int(where[0])}; "
+                f"{method}: parameter '{name}' is not finite at draw {int(where[1])} of chain {int(where[0])}; "
                 "the fit stopped (try tighter priors, float64 (--x64), or a smaller step size / learning_rate (fit() options in Python))"
             )

@@ -2,7 +2,7 @@
 
 Two views, both in the family's *natural* coordinates (the arrays of
 ``mechanism.param_shapes()``, plus the learner parameters that carry a prior),
-whatever parameterisation the sampler used (DESIGN §3):
+whatever parameterisation the sampler used (docs/design.md §3):
 
 * **Posterior contraction**, per coordinate and per queried payoff difference::
 
@@ -58,15 +58,15 @@ FLAT_TOL = 1e-6
 """An eigenvalue of the observed information is *flat* when ``|lambda| <= FLAT_TOL *
 lambda_max``.
 
-The Hessian is computed in float32. Measured on the E2 congestion fit (4 agents,
-5 actions, 48 x 60), the float32 Hessian differs from the float64 one by
-``5e-8 * lambda_max`` in spectral norm, which bounds the error of every computed
-eigenvalue: the five exact null directions (``c1[k] + tau[k]``) came out at
-``|lambda| < 1e-16 * lambda_max``, while the weakest genuinely identified
-direction (a near-common shift of all resources, seen only through load
-variation) sat at ``1.2e-4 * lambda_max``. ``1e-6`` lies 20x above the float32
-noise and 100x below that weakest direction; the commonly used ``1e-4`` would
-call it flat. A direction at ``1e-6 * lambda_max`` has a Cramer-Rao sd 1000x
+The Hessian is computed in the default float (float32; float64 under ``--x64``).
+Measured on the E2 congestion fit (4 agents, 5 actions, 48 x 60), the float32
+Hessian differs from the float64 one by ``5e-8 * lambda_max`` in spectral norm,
+which bounds the error of every computed eigenvalue: the five exact null directions
+(``c1[k] + tau[k]``) came out at ``|lambda| < 1e-16 * lambda_max``, while the
+weakest genuinely identified direction (a near-common shift of all resources, seen
+only through load variation) sat at ``1.2e-4 * lambda_max``. ``1e-6`` lies 20x above
+the float32 noise and 100x below that weakest direction; the commonly used ``1e-4``
+would call it flat. A direction at ``1e-6 * lambda_max`` has a Cramer-Rao sd 1000x
 that of the best-identified one, so calling it flat loses nothing practical.
 """
 
@@ -423,7 +423,7 @@ class IdentifiabilityReport:
 
 
 def identifiability_report(fit, queries=None, seed=0) -> IdentifiabilityReport:
-    """Posterior contraction and Fisher-information directions of a fit (DESIGN §3).
+    """Posterior contraction and Fisher-information directions of a fit (docs/design.md §3).
 
     Args:
         fit: a ``Fit`` (NUTS, SVI or MAP).
@@ -486,7 +486,8 @@ def identifiability_report(fit, queries=None, seed=0) -> IdentifiabilityReport:
 
 def _difference_table(fit, prior: dict, queries) -> pd.DataFrame:
     """Prior and posterior sd of each queried payoff difference, with support and verdict."""
-    from .queries import _differences, difference_draws, in_support, parse_queries, sample_queries, support_contexts
+    from ..differences import draw_differences, in_support, sample_queries, support_contexts
+    from .queries import difference_draws, parse_queries
 
     mechanism = fit.model.mechanism
     queries = sample_queries(fit.data, 20, seed=0) if queries is None else queries
@@ -495,7 +496,7 @@ def _difference_table(fit, prior: dict, queries) -> pd.DataFrame:
                                      "in_support", "verdict"])
     frame, codes = parse_queries(queries, fit.data)
     prior_mechanism = {name: jnp.asarray(prior[name]) for name in mechanism.param_shapes()}
-    prior_draws = np.asarray(jax.jit(_differences, static_argnums=0)(mechanism, prior_mechanism, jnp.asarray(codes)))
+    prior_draws = draw_differences(mechanism, prior_mechanism, codes)
     posterior_draws = difference_draws(fit, codes)
     contexts = support_contexts(fit.data, mechanism.counts_context, mechanism.num_actions)
     out = frame.copy()
@@ -576,7 +577,9 @@ def _observed_information(fit, shapes, free) -> tuple[np.ndarray, list[str], dic
     params, mode = _mode_params(fit)
     mechanism_names = list(model.mechanism.param_shapes())
     values = {**params["mechanism"], **{k: params["learner"][k] for k in shapes if k not in mechanism_names}}
-    flat0 = jnp.concatenate([jnp.ravel(jnp.asarray(values[name], jnp.float32)) for name in shapes])
+    # the active default float: float32, or float64 under ``--x64`` / ``jax.enable_x64``
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+    flat0 = jnp.concatenate([jnp.ravel(jnp.asarray(values[name], dtype)) for name in shapes])
     labels = [label for name in shapes for label in _entry_labels(name, shapes[name], fit)]
     keep = np.concatenate([np.ravel(free[name]) for name in shapes])
     index = jnp.asarray(np.flatnonzero(keep))
@@ -673,7 +676,7 @@ def _fisher_notes(fisher: FisherDirections, mode: dict, num_pinned: int) -> list
 
 
 def _model_notes(fit, parameters: pd.DataFrame, differences: pd.DataFrame) -> list[str]:
-    """Plain-words remarks from the model's structure and the tables (DESIGN §3)."""
+    """Plain-words remarks from the model's structure and the tables (docs/design.md §3)."""
     model = fit.model
     notes = []
     if model.learner.shift_invariant:

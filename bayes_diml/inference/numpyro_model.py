@@ -45,7 +45,7 @@ __all__ = [
 
 
 def fix_gauge(model: Model, observed_payoffs: bool = False) -> bool:
-    """Whether the payoff gauge must be fixed: only for shift-invariant learners (DESIGN §3),
+    """Whether the payoff gauge must be fixed: only for shift-invariant learners (docs/design.md §3),
     and not when observed payoffs pin the levels."""
     return bool(model.learner.shift_invariant) and not observed_payoffs
 
@@ -66,7 +66,7 @@ def check_identifiable_setup(model: Model, data=None) -> None:
     """Refuse set-ups whose likelihood has a ridge the sampler would crawl along.
 
     With ``beta`` (the learner's payoff-scale parameter) unknown only
-    ``beta * Delta`` is identified (DESIGN §3): a prior on it, pooled or per agent,
+    ``beta * Delta`` is identified (docs/design.md §3): a prior on it, pooled or per agent,
     needs the payoff scale pinned by observed payoffs.
     """
     model.mechanism.check_prior_options(model.mechanism_prior)
@@ -98,7 +98,7 @@ def _sample_initial(model: Model, num_episodes: int):
     """``Q_0`` under ``model.initial`` (``shared``: ``(n, A)``; ``per_episode``: ``(E, n, A)``).
 
     Shift-invariant learners see ``Q_0`` only up to a constant per agent (softmax), so
-    their action 0 is pinned at 0, like the payoff gauge (DESIGN §3).
+    their action 0 is pinned at 0, like the payoff gauge (docs/design.md §3).
     """
     n, A = model.num_agents, model.num_actions
     gauge = bool(model.learner.shift_invariant)

@@ -1,4 +1,4 @@
-"""Payoff-difference queries: the quantities the data identify (DESIGN §3, §5).
+"""Payoff-difference queries: the quantities the data identify (docs/design.md §3, §5).
 
 For a query row ``(agent i, action k, baseline k', joint action a)``:
 
@@ -6,15 +6,24 @@ For a query row ``(agent i, action k, baseline k', joint action a)``:
 
 computed for every posterior draw (vectorised over draws and queries) and
 summarised by mean, sd and the equal-tailed ``CREDIBLE_LEVEL`` (90%) interval ``[q05, q95]``.
+The differences, their support and the default queries are computed in
+``bayes_diml.differences`` (re-exported here); this module parses labelled query rows
+and summarises a fit's draws.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..differences import (
+    QUERY_COLUMNS,
+    draw_differences,
+    in_support,
+    sample_queries,
+    support_contexts,
+    true_differences,
+)
 from ..errors import DataError
 from .results import CREDIBLE_LEVEL, interval_columns
 
@@ -28,8 +37,6 @@ __all__ = [
     "sample_queries",
     "QUERY_COLUMNS",
 ]
-
-QUERY_COLUMNS = ("agent", "action", "baseline", "joint")
 
 
 def _label_to_code(labels: tuple, value, what: str, row: int, source: str) -> int:
@@ -96,72 +103,9 @@ def parse_queries(queries, data, source: str = "queries") -> tuple[pd.DataFrame,
     return frame, codes
 
 
-def _differences(mechanism, params, codes):
-    """``(S, Q)`` differences for params with a leading draw axis."""
-
-    def one_draw(p):
-        def one_query(c):
-            cf = mechanism.counterfactual_payoffs(p, c[3:])
-            return cf[c[0], c[1]] - cf[c[0], c[2]]
-
-        return jax.vmap(one_query)(codes)
-
-    return jax.lax.map(one_draw, params, batch_size=64)
-
-
 def difference_draws(fit, codes: np.ndarray) -> np.ndarray:
     """Posterior draws of each query's difference, ``(num_draws_total, Q)``."""
-    params = fit.params_draws()["mechanism"]
-    return np.asarray(jax.jit(_differences, static_argnums=0)(fit.model.mechanism, params, jnp.asarray(codes)))
-
-
-def true_differences(mechanism, truth_params: dict, codes: np.ndarray) -> np.ndarray:
-    """Differences under known mechanism parameters, ``(Q,)``."""
-    params = jax.tree.map(lambda v: jnp.asarray(v)[None], truth_params)
-    return np.asarray(jax.jit(_differences, static_argnums=0)(mechanism, params, jnp.asarray(codes)))[0]
-
-
-def _observed_rounds(data) -> tuple[np.ndarray, np.ndarray]:
-    """Joint actions and presence of every round in which somebody played."""
-    actions = data.actions.reshape(-1, data.num_agents)
-    present = ~data.mask.reshape(-1, data.num_agents)
-    keep = present.any(axis=1)
-    return actions[keep], present[keep]
-
-
-def support_contexts(data, counts_context: bool, num_actions: int) -> list[set]:
-    """Per agent, the set of opponent contexts that occur in the data.
-
-    Joint families: the others' actions ``a_-i`` (rounds in which all others
-    played). Count-based families: the others' action counts, which do not depend
-    on who the agent is, so one set serves all agents.
-    """
-    actions, present = _observed_rounds(data)
-    n = data.num_agents
-    if counts_context:
-        onehot = np.eye(num_actions, dtype=np.int64)[actions] * present[..., None]
-        counts = onehot.sum(axis=1)  # (R, A)
-        contexts = {tuple(c) for c in (counts[:, None, :] - onehot)[present].tolist()}
-        return [contexts] * n
-    sets = []
-    for i in range(n):
-        others = np.delete(np.arange(n), i)
-        full = present[:, others].all(axis=1)
-        sets.append({tuple(r) for r in actions[full][:, others].tolist()})
-    return sets
-
-
-def in_support(codes: np.ndarray, contexts: list[set], counts_context: bool, num_actions: int) -> np.ndarray:
-    """Whether each query's opponent context occurs in the data, ``(Q,)`` bool."""
-    n = codes.shape[1] - 3
-    out = np.zeros(len(codes), bool)
-    for q, row in enumerate(codes):
-        agent, joint = int(row[0]), row[3:]
-        others = np.delete(joint, agent)
-        key = tuple(np.bincount(others, minlength=num_actions).tolist()) if counts_context else tuple(others.tolist())
-        out[q] = key in contexts[agent]
-    del n
-    return out
+    return draw_differences(fit.model.mechanism, fit.params_draws()["mechanism"], codes)
 
 
 def payoff_differences(fit, queries, truth: dict | None = None, prob: float = CREDIBLE_LEVEL) -> pd.DataFrame:
@@ -194,60 +138,3 @@ def payoff_differences(fit, queries, truth: dict | None = None, prob: float = CR
         out["truth"] = true
         out["covered"] = (true >= out[low]) & (true <= out[high])
     return out
-
-
-def sample_queries(data, num: int, seed: int = 0) -> pd.DataFrame:
-    """Random in-support queries, no two alike: a random observed round in which every
-    agent played, a random agent, and two distinct own actions (``action`` vs
-    ``baseline``). Labels as in the data.
-
-    Two rows are alike when they ask about the same agent, the same opponent context
-    (the others' actions in ``joint``) and the same pair of own actions in either order
-    (``a`` vs ``b`` is ``-(b`` vs ``a)``). Fewer than ``num`` rows come back when the
-    data hold fewer distinct queries.
-    """
-    rng = np.random.default_rng(seed)
-    actions, present = _observed_rounds(data)
-    full = present.all(axis=1)
-    if not full.any():
-        raise DataError("no round in which every agent played: cannot form joint-action queries")
-    actions = actions[full]
-    n, A = data.num_agents, data.num_actions
-    pairs = A * (A - 1) // 2
-    joints = np.unique(actions, axis=0)
-    available = n * -(-len(joints) // A) * pairs  # a lower bound: a context occurs with at most A own actions
-    if available <= num:
-        contexts = [np.unique(np.delete(joints, i, axis=1), axis=0) for i in range(n)]
-        available = sum(len(c) for c in contexts) * pairs
-    seen: set = set()
-    rows = []
-
-    def add(agent: int, joint, action: int, baseline: int) -> None:
-        key = (agent, tuple(np.delete(joint, agent).tolist()), min(action, baseline), max(action, baseline))
-        if key in seen:
-            return
-        seen.add(key)
-        rows.append(
-            {
-                "agent": data.agent_labels[agent],
-                "action": data.action_labels[action],
-                "baseline": data.action_labels[baseline],
-                "joint": " ".join(str(data.action_labels[k]) for k in joint),
-            }
-        )
-
-    if available <= num:  # every distinct query, in a random order
-        for agent in range(n):
-            for context in contexts[agent]:
-                joint = np.insert(context, agent, 0)
-                for action in range(A):
-                    for baseline in range(action + 1, A):
-                        add(agent, joint, *((action, baseline) if rng.random() < 0.5 else (baseline, action)))
-        order = rng.permutation(len(rows))
-        return pd.DataFrame([rows[k] for k in order], columns=list(QUERY_COLUMNS))
-    while len(rows) < num:  # available > num: rejection of repeats ends
-        joint = actions[rng.integers(len(actions))]
-        agent = int(rng.integers(n))
-        action, baseline = rng.choice(A, size=2, replace=False)
-        add(agent, joint, int(action), int(baseline))
-    return pd.DataFrame(rows, columns=list(QUERY_COLUMNS))

@@ -8,7 +8,7 @@ identifiability, counterfactuals).
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import warnings
 from pathlib import Path
@@ -17,12 +17,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
+from .._json import dumps
 from ..model import Model
 from ..priors import Prior
 
-__all__ = ["Fit", "load_fit", "RHAT_MAX", "ESS_MIN", "CREDIBLE_LEVEL", "interval_columns", "FIXED"]
+__all__ = [
+    "Fit", "load_fit", "draws_params", "thinned_index", "predictive_frequencies", "RHAT_MAX", "ESS_MIN", "CREDIBLE_LEVEL",
+    "interval_columns", "FIXED",
+]
 
 CREDIBLE_LEVEL = 0.90
 """Mass of every credible interval the package reports, set once here: the summary
@@ -47,9 +50,13 @@ ESS_MIN = 400
 """Bulk or tail ESS below this is reported as too few effective draws (Vehtari et al. 2021)."""
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Fit:
-    """Posterior draws of a model fitted to data.
+    """Posterior draws of a model fitted to data: a record, built once (by ``fit`` or
+    ``load_fit``) and never changed after. The analyses are functions of it
+    (``diagnostics.diagnose``, ``queries.payoff_differences``,
+    ``identifiability.identifiability_report``, ``counterfactual.counterfactual``,
+    ``storage.save_fit``); the methods of the same names are thin aliases.
 
     Attributes:
         model: the fitted model; data: the ``Trajectories``; method: ``nuts|svi|map``.
@@ -85,72 +92,17 @@ class Fit:
         return self.num_chains * self.num_draws
 
     def params_draws(self, index=None) -> dict:
-        """Natural parameters of every draw: ``{"mechanism": {...}, "learner": {...}}``
-        (plus ``"initial"``, the learned ``Q_0``, and ``"payoff_sigma"`` where the model
-        has them) with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
-        S = self.num_total_draws
-        mechanism = {}
-        for name, shape in self.model.mechanism.param_shapes().items():
-            mechanism[name] = jnp.asarray(np.reshape(self.posterior[name], (S, *shape)))
-        learner = {}
-        if "q0" in self.model.fixed_learner_params:
-            q0 = jnp.asarray(self.model.fixed_learner_params["q0"])
-            learner["q0"] = jnp.broadcast_to(q0, (S, *q0.shape))
-        for name in self.model.learner.param_names:
-            if name in self.posterior:
-                learner[name] = jnp.asarray(np.reshape(self.posterior[name], (S, *np.shape(self.posterior[name])[2:])))
-            else:
-                learner[name] = jnp.full((S,), float(self.model.fixed_learner_params[name]))
-        params = {"mechanism": mechanism, "learner": learner}
-        if self.model.learned_initial:
-            q0 = np.asarray(self.posterior["q0"])
-            params["initial"] = jnp.asarray(np.reshape(q0, (S, *q0.shape[2:])))
-        if "payoff_sigma" in self.posterior:
-            params["payoff_sigma"] = jnp.asarray(np.reshape(self.posterior["payoff_sigma"], (S,)))
-        elif not isinstance(self.model.payoff_sigma, Prior) and getattr(self.data, "payoff", None) is not None:
-            params["payoff_sigma"] = jnp.full((S,), float(self.model.payoff_sigma))
-        if index is not None:
-            params = jax.tree.map(lambda v: v[np.asarray(index)], params)
-        return params
+        """Natural parameters of every draw (``draws_params``); ``index`` selects draws."""
+        return draws_params(self.model, self.data, self.posterior, index)
 
     def thinned_index(self, max_draws: int) -> np.ndarray:
         """Flat indices of at most ``max_draws`` draws spread evenly over every chain."""
-        per_chain = max(1, min(self.num_draws, math.ceil(max_draws / self.num_chains)))
-        within = np.unique(np.linspace(0, self.num_draws - 1, per_chain).round().astype(int))
-        return (np.arange(self.num_chains)[:, None] * self.num_draws + within[None, :]).reshape(-1)
+        return thinned_index(self.posterior, max_draws)
 
     # ------------------------------------------------------ predictive
     def simulate_frequencies(self, key, max_draws: int = 200, batch_size: int = 16) -> dict:
-        """Posterior predictive action frequencies per round (over episodes and agents).
-
-        For a thinned subset of draws, simulates as many episodes and rounds as the
-        data have (everyone present) and returns ``{"action_frequency": (chain,
-        draw', round, action), "draw": draw indices}``.
-        """
-        from ..simulate import simulate_arrays
-
-        index = self.thinned_index(max_draws)
-        params = self.params_draws(index)
-        E, T = self.data.num_episodes, self.data.num_rounds
-        A = self.model.num_actions
-        keys = jax.random.split(key, index.size)
-        model = self.model
-
-        @jax.jit
-        def frequencies(params, keys):
-            def one(args):
-                p, k = args
-                actions = simulate_arrays(model, p, k, E, T)
-                return jax.nn.one_hot(actions, A).mean(axis=(0, 2))
-
-            return jax.lax.map(one, (params, keys), batch_size=batch_size)
-
-        freq = np.asarray(frequencies(params, keys))
-        per_chain = index.size // self.num_chains
-        return {
-            "action_frequency": freq.reshape(self.num_chains, per_chain, T, A),
-            "draw": (index[:per_chain] % self.num_draws),
-        }
+        """Posterior predictive action frequencies per round (``predictive_frequencies``)."""
+        return predictive_frequencies(self.model, self.data, self.posterior, key, max_draws, batch_size)
 
     def observed_frequencies(self) -> np.ndarray:
         """Observed action frequencies per round over present entries, ``(round, action)``."""
@@ -184,10 +136,7 @@ class Fit:
             "agent": list(d.agent_labels),
             "action": list(d.action_labels),
         }
-        if self.model.mechanism.family == "tabular":
-            from ..mechanisms.tabular import joint_labels
-
-            coords["joint"] = joint_labels(self.model.num_agents, self.model.num_actions, d.action_labels)
+        coords.update(self.model.mechanism.param_coords(d.action_labels))
         return coords
 
     def entry_labels(self, name: str, shape) -> list[str]:
@@ -221,7 +170,7 @@ class Fit:
         coords = self.coords()
         tree = xr.DataTree()
         tree.attrs.update(
-            {"method": self.method, "spec": model_to_toml(self.model), "info": json.dumps(_jsonable(self.info))}
+            {"method": self.method, "spec": model_to_toml(self.model), "info": dumps(self.info, indent=None)}
         )
         tree["posterior"] = _group("posterior", self.posterior, self._dims(), coords)
         if self.sample_stats is not None:
@@ -267,30 +216,10 @@ class Fit:
         return names or list(self.posterior)[:5]
 
     def summary(self, var_names=None, mark_fixed: bool = False):
-        """ArviZ summary of the natural parameters with ``CREDIBLE_LEVEL`` equal-tailed
-        intervals (columns ``eti90_lb``, ``eti90_ub``).
+        """ArviZ summary of the natural parameters; see ``diagnostics.summary``."""
+        from .diagnostics import summary
 
-        Numbers, not strings; entries that do not vary over the draws (pinned at 0 by
-        the gauge) have no ESS, R-hat or MCSE: NaN there, or the word ``FIXED``
-        ("fixed") with ``mark_fixed`` (as in a run folder's ``summary.csv``).
-        """
-        import arviz as az
-
-        with np.errstate(invalid="ignore", divide="ignore"):  # gauge-pinned entries are constant: 0 / 0, marked below
-            table = az.summary(
-                self.to_arviz(), var_names=var_names or self.summary_variables(), round_to="none",
-                ci_prob=CREDIBLE_LEVEL, ci_kind="eti",
-            )
-        table = pd.DataFrame(table)
-        fixed = np.zeros(len(table), bool)
-        if {"sd", "mean"} <= set(table.columns) and self.num_total_draws > 1:  # one MAP draw: nothing is "fixed"  # constant over the draws, up to float rounding of the sd
-            fixed = table["sd"].to_numpy(float) <= 1e-9 * np.abs(table["mean"].to_numpy(float))
-        if fixed.any():
-            columns = [c for c in ("ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd") if c in table.columns]
-            if mark_fixed:
-                table[columns] = table[columns].astype(object)
-            table.loc[fixed, columns] = FIXED if mark_fixed else np.nan
-        return table
+        return summary(self, var_names=var_names, mark_fixed=mark_fixed)
 
     def diagnostics(self) -> dict:
         """R-hat, bulk/tail ESS, divergences and E-BFMI, with plain-words warnings."""
@@ -299,51 +228,10 @@ class Fit:
         return diagnose(self)
 
     def sensitivity(self, var_names=None, threshold: float = 0.05):
-        """Which quantities the prior dominates: power-scaling sensitivity.
+        """Power-scaling prior/likelihood sensitivity; see ``diagnostics.sensitivity``."""
+        from .diagnostics import sensitivity
 
-        Power-scales the prior and the likelihood, ``p(theta)^a`` and ``p(y | theta)^a``
-        for ``a`` near 1, and measures how far each posterior marginal moves (the
-        cumulative Jensen-Shannon distance per unit of ``log a``), by importance
-        weighting the draws without refitting (Kallioinen, Paananen, Bürkner &
-        Vehtari 2024, Stat Comput 34:57; ArviZ ``psense_summary``).
-
-        Args:
-            var_names: posterior variables (default ``summary_variables()``).
-            threshold: sensitivity above which a component counts as influential.
-
-        Returns:
-            DataFrame indexed by variable with columns ``prior``, ``likelihood``
-            (sensitivities), ``diagnosis`` (ArviZ's) and ``meaning`` (plain words):
-            a prior sensitivity above ``threshold`` with a weak likelihood sensitivity
-            means the prior, not the data, determines that quantity.
-        """
-        import logging
-
-        import arviz_stats
-
-        tree = self.to_arviz()
-        if "log_prior" not in tree.children or "log_likelihood" not in tree.children:
-            raise ValueError("sensitivity needs the log_prior and log_likelihood groups (a fit with unknowns)")
-        names = var_names or self.summary_variables()
-        logger = logging.getLogger("arviz_stats")
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # the plain-words column below replaces ArviZ's generic warning
-        try:
-            table = arviz_stats.psense_summary(tree, var_names=names, threshold=threshold, round_to=6)
-        finally:
-            logger.setLevel(level)
-
-        def meaning(row) -> str:
-            if row["prior"] >= threshold and row["likelihood"] >= threshold:
-                return "prior and data disagree: the prior pulls against the data"
-            if row["prior"] >= threshold:
-                return "the prior dominates: the data say little about this quantity"
-            if row["likelihood"] >= threshold:
-                return "the data dominate"
-            return "neither scaling moves it noticeably"
-
-        table["meaning"] = table.apply(meaning, axis=1)
-        return table
+        return sensitivity(self, var_names=var_names, threshold=threshold)
 
     # ------------------------------------------------ derived quantities
     def payoff_differences(self, queries, truth: dict | None = None):
@@ -388,6 +276,87 @@ def load_fit(directory) -> Fit:
     return _load(directory)
 
 
+def _draw_counts(posterior: dict) -> tuple[int, int]:
+    """(chains, draws per chain) of a posterior ``{site: (chain, draw, ...)}``."""
+    if not posterior:
+        return 1, 1
+    shape = np.shape(next(iter(posterior.values())))
+    return int(shape[0]), int(shape[1])
+
+
+def draws_params(model: Model, data, posterior: dict, index=None) -> dict:
+    """Natural parameters of every draw: ``{"mechanism": {...}, "learner": {...}}``
+    (plus ``"initial"``, the learned ``Q_0``, and ``"payoff_sigma"`` where the model
+    has them) with a leading flat draw axis (chains concatenated); ``index`` selects draws."""
+    chains, draws = _draw_counts(posterior)
+    S = chains * draws
+    mechanism = {}
+    for name, shape in model.mechanism.param_shapes().items():
+        mechanism[name] = jnp.asarray(np.reshape(posterior[name], (S, *shape)))
+    learner = {}
+    if "q0" in model.fixed_learner_params:
+        q0 = jnp.asarray(model.fixed_learner_params["q0"])
+        learner["q0"] = jnp.broadcast_to(q0, (S, *q0.shape))
+    for name in model.learner.param_names:
+        if name in posterior:
+            learner[name] = jnp.asarray(np.reshape(posterior[name], (S, *np.shape(posterior[name])[2:])))
+        else:
+            learner[name] = jnp.full((S,), float(model.fixed_learner_params[name]))
+    params = {"mechanism": mechanism, "learner": learner}
+    if model.learned_initial:
+        q0 = np.asarray(posterior["q0"])
+        params["initial"] = jnp.asarray(np.reshape(q0, (S, *q0.shape[2:])))
+    if "payoff_sigma" in posterior:
+        params["payoff_sigma"] = jnp.asarray(np.reshape(posterior["payoff_sigma"], (S,)))
+    elif not isinstance(model.payoff_sigma, Prior) and getattr(data, "payoff", None) is not None:
+        params["payoff_sigma"] = jnp.full((S,), float(model.payoff_sigma))
+    if index is not None:
+        params = jax.tree.map(lambda v: v[np.asarray(index)], params)
+    return params
+
+
+def thinned_index(posterior: dict, max_draws: int) -> np.ndarray:
+    """Flat indices of at most ``max_draws`` draws of ``posterior`` spread evenly over every chain."""
+    chains, draws = _draw_counts(posterior)
+    per_chain = max(1, min(draws, math.ceil(max_draws / chains)))
+    within = np.unique(np.linspace(0, draws - 1, per_chain).round().astype(int))
+    return (np.arange(chains)[:, None] * draws + within[None, :]).reshape(-1)
+
+
+def predictive_frequencies(model: Model, data, posterior: dict, key, max_draws: int = 200, batch_size: int = 16) -> dict:
+    """Posterior predictive action frequencies per round (over episodes and agents).
+
+    For a thinned subset of draws, simulates as many episodes and rounds as the
+    data have (everyone present) and returns ``{"action_frequency": (chain,
+    draw', round, action), "draw": draw indices}``.
+    """
+    chains, draws = _draw_counts(posterior)
+    index = thinned_index(posterior, max_draws)
+    params = draws_params(model, data, posterior, index)
+    keys = jax.random.split(key, index.size)
+    T, A = data.num_rounds, model.num_actions
+    freq = np.asarray(_frequencies(model, params, keys, data.num_episodes, T, batch_size))
+    per_chain = index.size // chains
+    return {
+        "action_frequency": freq.reshape(chains, per_chain, T, A),
+        "draw": (index[:per_chain] % draws),
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_episodes", "num_rounds", "batch_size"))
+def _frequencies(model: Model, params, keys, num_episodes: int, num_rounds: int, batch_size: int):
+    """Action frequencies per round of play simulated once per draw (compiled once per
+    model and shape: models compare by value)."""
+    from ..simulate import simulate_arrays
+
+    def one(args):
+        p, k = args
+        actions = simulate_arrays(model, p, k, num_episodes, num_rounds)
+        return jax.nn.one_hot(actions, model.num_actions).mean(axis=(0, 2))
+
+    return jax.lax.map(one, (params, keys), batch_size=batch_size)
+
+
 def _group(name: str, variables: dict, dims: dict, coords: dict):
     """One DataTree group built by ``arviz.from_dict`` (dims given per group)."""
     import arviz as az
@@ -401,17 +370,3 @@ def _group(name: str, variables: dict, dims: dict, coords: dict):
             dims=dims,
         )
     return tree[name]
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value

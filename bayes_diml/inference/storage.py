@@ -1,4 +1,4 @@
-"""Run folders: plain, inspectable files, written atomically (DESIGN §9).
+"""Run folders: plain, inspectable files, written atomically (docs/design.md §9).
 
     RUN/posterior.nc      the ArviZ DataTree (netCDF)
     RUN/fit.json          method, settings, seed, timings
@@ -21,13 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import _umask, atomic_write, file_mode, write_text_atomic
+from .._json import dumps
 from ..errors import DataError
+from .results import Fit
 
 __all__ = [
     "save_fit",
     "load_fit",
     "atomic_folder",
     "write_text_atomic",
+    "atomic_write",
     "interrupts_deferred",
     "check_output_file",
     "check_output_folder_files",
@@ -52,19 +56,6 @@ sub-folder of ``RUN_FOLDER_SUBFOLDERS``: a file a user put there is never delete
 
 RUN_FOLDER_SUBFOLDERS = {"counterfactuals": (".csv", ".png", ".json")}
 """Sub-folders of a run folder this package writes, and the suffixes of their files."""
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """``0o666`` less the umask: the mode of an ordinary new file (``mkstemp`` creates
-    ``0o600``, ``mkdtemp`` ``0o700``; outputs get what ``open`` would give)."""
-    return 0o666 & ~_umask()
 
 
 def _what(path: Path) -> str:
@@ -157,22 +148,6 @@ def _foreign_entries(directory: Path) -> list[str]:
     return foreign
 
 
-def write_text_atomic(path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place, with
-    the mode of an ordinary new file (``file_mode``)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def interrupts_deferred():
     """Hold Ctrl-C (SIGINT) back until the block is done, then raise ``KeyboardInterrupt``.
@@ -255,15 +230,13 @@ def _swap_into_place(tmp: Path, directory: Path) -> None:
 def write_run_files(fit, folder: Path) -> None:
     """Write the core files of a run into ``folder`` (which must exist)."""
     from ..spec import dumps_toml, model_to_table
-    from .results import _jsonable
 
     table, files = model_to_table(fit.model)
     (folder / "spec.toml").write_text(dumps_toml(table), encoding="utf-8")
     for name, arrays in files.items():
         np.savez(folder / name, **arrays)
     fit.data.to_csv(folder / "data.csv")
-    meta = {"method": fit.method, "info": _jsonable(fit.info)}
-    (folder / "fit.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (folder / "fit.json").write_text(dumps({"method": fit.method, "info": fit.info}), encoding="utf-8")
     fit.to_arviz().to_netcdf(folder / "posterior.nc", engine="h5netcdf")
 
 
@@ -280,7 +253,6 @@ def load_fit(directory):
 
     from ..loading import load_data
     from ..spec import read_spec
-    from .results import Fit
 
     directory = Path(directory)
     for name in ("spec.toml", "data.csv", "fit.json", "posterior.nc"):

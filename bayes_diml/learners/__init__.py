@@ -1,4 +1,4 @@
-"""Learning rules (DESIGN §2) and their registry."""
+"""Learning rules (docs/design.md §2) and their registry."""
 
 from .bandit_q import bandit_q
 from .base import Learner, apply_step, step_coefficients

@@ -19,7 +19,7 @@ per-agent ``(num_agents,)``; ``q0`` (initial Q) is honoured if given.
 
 Shift invariance: adding ``g_i(a_-i)`` to every own action's payoff changes only the
 played action's Q, so differences between actions move and payoff levels of played
-actions enter the likelihood: ``shift_invariant = False`` (DESIGN §3).
+actions enter the likelihood: ``shift_invariant = False`` (docs/design.md §3).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ where ``(decay_t, drive_t) = transition(params, U_t, a_t, t)`` may depend on the
 round's counterfactual payoffs ``U_t`` and actions ``a_t``, but never on ``Q``.
 Under teacher forcing (likelihood) ``U_t`` and ``a_t`` are observed, so the whole
 path of ``Q`` is a first-order linear recurrence solved by
-``jax.lax.associative_scan`` (DESIGN §2); in simulation the same
+``jax.lax.associative_scan`` (docs/design.md §2); in simulation the same
 ``step_coefficients`` drives a sequential ``lax.scan``. The two cannot drift
 apart because they call the same function.
 """
@@ -44,7 +44,7 @@ class Learner(NamedTuple):
         param_names: names of its parameters.
         shift_invariant: True when adding any ``g_i(a_-i)`` to every own action's
             payoff leaves the likelihood unchanged (full-information learners):
-            the payoff gauge must then be fixed (DESIGN §3).
+            the payoff gauge must then be fixed (docs/design.md §3).
         init: ``(params, num_agents, num_actions) -> Q_0``.
         log_policy: ``(params, Q, t) -> log pi_t``, both ``(..., num_agents, num_actions)``.
         transition: ``(params, U, actions, t) -> (decay, drive)``, each broadcastable
@@ -53,7 +53,7 @@ class Learner(NamedTuple):
             outside the parameter's domain.
         scale_param: the parameter that multiplies every payoff in the policy
             (``beta``; Hedge's ``eta``): with it unknown only its product with payoff
-            differences is identified (DESIGN §3).
+            differences is identified (docs/design.md §3).
     """
 
     name: str
@@ -123,7 +123,7 @@ def step_coefficients(learner: Learner, params: Params, U: Array, actions: Array
     """The learner's ``(decay, drive)`` for one round, with absent agents frozen.
 
     An agent that did not play (``present[i]`` False) keeps its state:
-    ``decay = 1``, ``drive = 0`` (DESIGN §2).
+    ``decay = 1``, ``drive = 0`` (docs/design.md §2).
 
     Args:
         U: ``(num_agents, num_actions)`` counterfactual payoffs of the round.

@@ -18,7 +18,7 @@ In the package's indexing the state before round ``t`` (0-based) is
 with ``U_t[i, j] = u_i(j, a_{t,-i})`` the counterfactual payoffs. Given the observed
 play ``N`` is deterministic (``N(t) = sum_{k=0}^{t} rho^k`` with ``N(0) = 1``), so the
 attractions are a linear recurrence with data-dependent coefficients and the
-likelihood stays parallel in time (DESIGN §2).
+likelihood stays parallel in time (docs/design.md §2).
 
 Parameters (scalars or per-agent ``(num_agents,)`` arrays):
 
@@ -26,13 +26,13 @@ Parameters (scalars or per-agent ``(num_agents,)`` arrays):
 * ``rho`` in [0, 1]: decay of the experience weight ``N``;
 * ``delta`` in [0, 1]: weight of foregone payoffs (the played action gets weight 1);
 * ``beta`` > 0: logit precision (Camerer & Ho's ``lambda``; named ``beta`` as in every
-  logit learner of the package, so that the payoff-scale rules of DESIGN §3 apply);
+  logit learner of the package, so that the payoff-scale rules of docs/design.md §3 apply);
 * ``eps`` in [0, 1): uniform mixing, as in logit-Q.
 
 Choices: ``N(0) = 1`` is fixed (not a parameter); ``A(0) = 0`` unless a ``q0``
 (initial attractions) is given. ``N(t)`` counts the rounds of the episode, not the
 rounds the agent played: an agent absent mid-episode keeps its attractions
-(DESIGN §2) but its experience weight still follows the episode's clock.
+(docs/design.md §2) but its experience weight still follows the episode's clock.
 
 Special cases (tested in ``tests/test_learners.py``):
 
@@ -47,7 +47,7 @@ Special cases (tested in ``tests/test_learners.py``):
 Shift invariance: adding ``g_i(a_-i)`` to every own action's payoff adds ``w_t g`` to the
 drive. With ``delta = 1`` that is the same for all actions and the policy ignores it;
 with ``delta < 1`` the played action gets more of it, so payoff levels enter the
-likelihood. The learner therefore declares ``shift_invariant = False`` (DESIGN §3).
+likelihood. The learner therefore declares ``shift_invariant = False`` (docs/design.md §3).
 """
 
 from __future__ import annotations

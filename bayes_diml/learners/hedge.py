@@ -14,12 +14,12 @@ counterfactual payoff of every own action::
 with ``U_t[i, k] = u_i(k, a_{t,-i})`` for every action ``k`` (full information).
 Parameter ``eta`` > 0 (learning rate; scalar or per-agent ``(num_agents,)``); it
 multiplies every payoff, so it plays the role of ``beta`` for the payoff scale
-(DESIGN §3). No uniform mixing. ``q0`` (initial cumulative payoffs) is honoured
+(docs/design.md §3). No uniform mixing. ``q0`` (initial cumulative payoffs) is honoured
 if given.
 
 Shift invariance: adding ``g_i(a_-i)`` to every own action's payoff adds the same
 number to every entry of ``S_t[i]``, which the softmax ignores: ``shift_invariant =
-True`` (DESIGN §3).
+True`` (docs/design.md §3).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def log_policy_epsilon_softmax(beta, eps, Q: Array) -> Array:
 
     ``logaddexp(log1p(-eps) + log_softmax(beta Q), log(eps / A))``; where
     ``eps == 0`` the plain ``log_softmax(beta Q)`` is used, so there is no
-    ``log(0)`` and no NaN gradient (DESIGN §2).
+    ``log(0)`` and no NaN gradient (docs/design.md §2).
 
     Args:
         beta, eps: scalars or per-agent ``(num_agents,)`` arrays.
@@ -65,7 +65,7 @@ def _make(name: str, step_name: str, step_size) -> Learner:
 
 
 logit_q = _make("logit_q", "alpha", lambda params, t: params["alpha"])
-"""Logit-Q with a constant step (DESIGN §2)::
+"""Logit-Q with a constant step (docs/design.md §2)::
 
     pi_t(. | i) = (1 - eps) softmax(beta Q_t[i]) + eps / A
     Q_{t+1}     = (1 - alpha) Q_t + alpha U_t,     Q_0 = 0

@@ -7,28 +7,20 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .._types import Params, PRNGKey
-from .base import (
-    Mechanism,
-    dense_stack_shapes,
-    init_dense_stack,
-    map_in_blocks,
-    mlp,
-    present_counts,
-    sample_network,
-)
+from .base import map_in_blocks, mlp, present_counts
+from .network import NetworkMechanism
 
 __all__ = ["Anonymous"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Anonymous(Mechanism):
+class Anonymous(NetworkMechanism):
     """``M(a)_i = f(a_i, x_i)`` with ``x_i = counts_{-i} / (N - 1)`` the opponents'
     action shares (N present agents) and ``f`` an MLP over ``[emb(a_i); x_i]``
     with ReLU hidden layers (An & Du 2026, E7: embedding ``min(32, max(12, A))``,
     two ReLU layers of 256).
 
-    Counterfactuals through the ``A x A`` table of DESIGN §4: ``counts_{-i}``
+    Counterfactuals through the ``A x A`` table of docs/design.md §4: ``counts_{-i}``
     depends on agent i only through ``a_i``, so with
     ``F[c, k] = f(k, (counts - e_c) / (N - 1))`` we have ``U[i, k] = F[a_i, k]``.
     The first layer splits, ``W [emb(k); x] = W_e emb(k) + W_x x``, so the table
@@ -37,7 +29,7 @@ class Anonymous(Mechanism):
     Gauge: ``f`` can add any function of the opponents' shares to all own actions
     (the last layer's bias, for one), which full-information learners cannot see;
     only differences ``f(k, x) - f(k', x)`` are identified. Absent agents are not
-    counted.
+    counted. Parameters, prior, spec keys and scaling: ``NetworkMechanism``.
     """
 
     hidden: tuple[int, ...] = (256, 256)
@@ -46,37 +38,18 @@ class Anonymous(Mechanism):
     family = "anonymous"
     allows_absence = True
     counts_context = True
-    prior_options = frozenset({"weight_scale", "output_scale"})
-    prior_numbers = frozenset({"weight_scale", "output_scale"})
+    embed_bounds = (12, 32)
 
-    def sample_prior(self, options, fix_gauge):
-        """See ``sample_network``: standard-normal embeddings, ``Normal(0, weight_scale /
-        sqrt(fan_in))`` weights (output layer times ``output_scale``), output bias
-        pinned at 0 when the gauge is fixed."""
-        return sample_network(self.param_shapes()["embed"], self._sizes(), options, fix_gauge)
+    def embed_shape(self):
+        return (self.num_actions, self.embedding_size)
 
-    @property
-    def embedding_size(self) -> int:
-        return self.embed_dim or min(32, max(12, self.num_actions))
-
-    def _sizes(self):
+    def layer_sizes(self):
         return [self.embedding_size + self.num_actions, *self.hidden, 1]
-
-    def param_shapes(self):
-        shapes = {"embed": (self.num_actions, self.embedding_size)}
-        shapes.update(dense_stack_shapes("", self._sizes()))
-        return shapes
-
-    def init_params(self, key: PRNGKey) -> Params:
-        k_embed, k_net = jax.random.split(key)
-        params = {"embed": jax.random.normal(k_embed, self.param_shapes()["embed"])}
-        params.update(init_dense_stack(k_net, "", self._sizes()))
-        return params
 
     def payoff_function(self, params, own_action, shares):
         """``f(k, x)`` for arrays of own actions ``(...,)`` and shares ``(..., A)``."""
         x = jnp.concatenate([params["embed"][own_action], shares], axis=-1)
-        return mlp(params, "", x, len(self._sizes()) - 1, jax.nn.relu)[..., 0]
+        return mlp(params, "", x, len(self.layer_sizes()) - 1, jax.nn.relu)[..., 0]
 
     def table(self, params, counts, num_present):
         """``F[c, k] = f(k, (counts - e_c) / (N - 1))``, shape ``(A, A)``."""
@@ -86,7 +59,7 @@ class Anonymous(Mechanism):
         own_part = params["embed"] @ w0[:E]  # (A_k, H)
         context_part = shares @ w0[E:]  # (A_c, H)
         h = own_part[None, :, :] + context_part[:, None, :] + params["b0"]  # (A_c, A_k, H)
-        num_layers = len(self._sizes()) - 1
+        num_layers = len(self.layer_sizes()) - 1
         for layer in range(1, num_layers):
             h = jax.nn.relu(h) @ params[f"w{layer}"] + params[f"b{layer}"]
         return h[..., 0]

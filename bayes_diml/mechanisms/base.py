@@ -7,7 +7,7 @@ feature tables), so it can be closed over by jitted code.
 
 Every family provides ``counterfactual_payoffs(params, a, present)``: entry
 ``[i, k]`` is the payoff agent ``i`` would have received had it played ``k``
-while everybody else played ``a_{-i}`` (DESIGN §2, full-information feedback)::
+while everybody else played ``a_{-i}`` (docs/design.md §2, full-information feedback)::
 
     U[i, k] = M(k, a_{-i})_i
 """
@@ -15,12 +15,15 @@ while everybody else played ``a_{-i}`` (DESIGN §2, full-information feedback)::
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from pathlib import Path
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._static import dataclass_key
 from .._types import Array, Params, PRNGKey
 
 __all__ = [
@@ -33,7 +36,53 @@ __all__ = [
     "sample_dense_stack",
     "sample_network",
     "positive_number",
+    "check_keys",
+    "positive_int_list",
+    "load_npz",
+    "SPEC_COMMON_KEYS",
 ]
+
+SPEC_COMMON_KEYS = frozenset({"family", "truth", "prior"})
+"""Keys of ``[mechanism]`` that every family accepts (the spec reader parses them)."""
+
+
+def check_keys(keys, allowed, where: str) -> None:
+    """Raise ``SpecError`` naming the first key of ``keys`` outside ``allowed`` (with the
+    closest allowed key as a hint)."""
+    from ..errors import SpecError
+
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SpecError(f"{where}: unknown key '{key}'{hint}; allowed: {sorted(allowed)}")
+
+
+def load_npz(base_dir: Path, name, key: str, where: str) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` file a spec names under ``key`` (relative to ``base_dir``)."""
+    import os
+
+    from ..errors import SpecError
+
+    if not isinstance(name, str):
+        raise SpecError(f"{where}: '{key}' must be the name of a .npz file, got {name!r}")
+    file = (Path(base_dir) / name) if not os.path.isabs(name) else Path(name)
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except FileNotFoundError:
+        raise SpecError(f"{where}: '{key}' names {file}, which does not exist") from None
+    except (OSError, ValueError) as err:
+        raise SpecError(f"{where}: cannot read {file} as a NumPy .npz archive: {err}") from None
+
+
+def positive_int_list(value, key: str, where: str) -> tuple[int, ...]:
+    """A spec value that must be a list of positive integers (layer sizes), as a tuple."""
+    from ..errors import SpecError
+
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise SpecError(f"{where}: '{key}' must be a list of positive integers, got {value!r}")
+    return tuple(value)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -47,7 +96,7 @@ class Mechanism:
     Class attributes:
         family: the name used in specs (``[mechanism] family = ...``).
         allows_absence: whether payoffs are defined when some agents did not
-            play a round (DESIGN §2). Joint families (tabular, neural) need every
+            play a round (docs/design.md §2). Joint families (tabular, neural) need every
             agent in every round that anybody played.
         counts_context: True when an agent's payoffs depend on the others only
             through their action counts (the "opponent context" is then the
@@ -58,6 +107,16 @@ class Mechanism:
         prior_domains: prior-table keys whose parameter is constrained -> its
             ``Domain``; a prior whose support reaches outside it is refused. Keys
             not listed are real-valued.
+        spec_options: keys of ``[mechanism]`` this family accepts besides
+            ``family``, ``truth`` and ``prior`` (parsed by ``spec_kwargs``, written
+            back by ``spec_table``).
+
+    Everything a family needs lives on its class, so adding a family is one module
+    plus a registry entry (``mechanisms.FAMILIES``): its spec keys (``from_spec``,
+    ``spec_table``), its priors (``prior_options``, ``sample_prior`` with its
+    defaults and gauge), absences (``allows_absence``), support contexts
+    (``counts_context``), the rescaled truths (``output_params``, ``scale_params``)
+    and the labels of its parameter axes (``param_coords``).
     """
 
     num_agents: int
@@ -69,6 +128,70 @@ class Mechanism:
     prior_options: ClassVar[frozenset[str]] = frozenset()
     prior_numbers: ClassVar[frozenset[str]] = frozenset()
     prior_domains: ClassVar[dict] = {}
+    spec_options: ClassVar[frozenset[str]] = frozenset()
+
+    # ------------------------------------------------------------------- spec
+    @classmethod
+    def from_spec(cls, section: dict, num_agents: int, num_actions: int, where: str = "[mechanism]",
+                  base_dir: Path | str = ".") -> "Mechanism":
+        """The family object of a spec's ``[mechanism]`` table.
+
+        Refuses keys outside ``spec_options`` (besides ``family``, ``truth`` and
+        ``prior``, which the spec reader handles), then builds the object from
+        ``spec_kwargs``. ``base_dir``: where files named in the table are read from.
+
+        Raises:
+            SpecError: naming ``where`` and the wrong key.
+        """
+        check_keys(section, cls.spec_options | SPEC_COMMON_KEYS, where)
+        return cls(num_agents=num_agents, num_actions=num_actions, **cls.spec_kwargs(section, where, Path(base_dir)))
+
+    @classmethod
+    def spec_kwargs(cls, section: dict, where: str, base_dir: Path) -> dict:
+        """Constructor keyword arguments from the ``spec_options`` keys of ``section``
+        (validated); none by default."""
+        return {}
+
+    def spec_table(self) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+        """The ``[mechanism]`` table that ``from_spec`` reads back into this object
+        (``family`` and the family's options; no ``prior`` or ``truth``), and the
+        ``.npz`` files it names (file name -> arrays)."""
+        return {"family": self.family}, {}
+
+    # ---------------------------------------------------------------- scaling
+    def output_params(self) -> tuple[str, ...]:
+        """Parameters in which the payoffs are linear (homogeneous of degree 1): scaling
+        them all by ``c`` scales every payoff, hence every payoff difference, by ``c``."""
+        raise NotImplementedError
+
+    def scale_params(self, params: Params, factor: float) -> Params:
+        """Parameters whose payoffs are ``factor`` times those of ``params`` (the
+        rescaled truths of the benchmark's scaled variant): ``output_params`` times
+        ``factor``, the others unchanged."""
+        out = dict(params)
+        for name in self.output_params():
+            out[name] = np.asarray(params[name]) * factor
+        return out
+
+    def table_entries(self) -> int:
+        """Entries of a joint payoff table that each likelihood evaluation builds from the
+        parameters (memory estimates, ``resources``); 0 when the family builds none."""
+        return 0
+
+    # ------------------------------------------------------------------ labels
+    def param_coords(self, action_labels=None) -> dict[str, list]:
+        """Labels of parameter axes that only this family has, keyed by dimension name
+        (the tabular family's ``joint``: one joint action per table row); none by
+        default."""
+        return {}
+
+    # Compared and hashed by value of the fields (arrays by their bytes), so equal families
+    # share compiled programs (``bayes_diml._static``); subclasses keep ``eq=False``.
+    def __eq__(self, other):
+        return type(other) is type(self) and dataclass_key(self) == dataclass_key(other)
+
+    def __hash__(self):
+        return hash(dataclass_key(self))
 
     # ----------------------------------------------------------------- params
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -133,15 +256,15 @@ class Mechanism:
             options: the ``[mechanism.prior]`` table (validated against
                 ``prior_options``).
             fix_gauge: True when the learner cannot see per-context payoff shifts
-                (DESIGN §3), so directions it cannot see are pinned.
+                (docs/design.md §3), so directions it cannot see are pinned.
         """
         raise NotImplementedError
 
     def check_prior_options(self, options: dict, where: str = "[mechanism.prior]") -> None:
         """Raise ``SpecError`` naming an unknown ``[mechanism.prior]`` key."""
-        from ..errors import SpecError
         import difflib
 
+        from ..errors import SpecError
         from ..priors import Prior
 
         for key, value in options.items():
@@ -265,7 +388,7 @@ def mlp(params: Params, prefix: str, x: Array, num_layers: int, activation) -> A
 def torch_default_dense(key: PRNGKey, fan_in: int, fan_out: int) -> tuple[Array, Array]:
     """A dense layer at PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-    The paper's random true networks are drawn this way (DESIGN §6).
+    The paper's random true networks are drawn this way (docs/design.md §6).
     """
     bound = 1.0 / np.sqrt(fan_in)
     kw, kb = jax.random.split(key)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
-
-from .._types import Params, PRNGKey
 import numpyro
 
+from .._types import Params, PRNGKey
 from .base import Mechanism, present_counts, sample_site
 
 __all__ = ["Congestion"]
@@ -39,7 +37,7 @@ class Congestion(Mechanism):
         return {"c1": (A,), "c2": (A,), "tau": (A,)}
 
     def init_params(self, key: PRNGKey) -> Params:
-        # The paper's truth distribution (DESIGN §6).
+        # The paper's truth distribution (docs/design.md §6).
         k1, k2, k3 = jax.random.split(key, 3)
         A = self.num_actions
         return {
@@ -47,6 +45,9 @@ class Congestion(Mechanism):
             "c2": jax.random.uniform(k2, (A,), minval=0.05, maxval=0.15),
             "tau": jax.random.uniform(k3, (A,), minval=0.0, maxval=0.2),
         }
+
+    def output_params(self):
+        return ("c1", "c2", "tau")
 
     def sample_prior(self, options, fix_gauge):
         """Sample ``d = tau - c1`` and ``c2`` (identified) and ``c1`` (prior only).

@@ -39,6 +39,10 @@ class Linear(Mechanism):
     allows_absence = True
     counts_context = True
     prior_options = frozenset({"theta"})
+    spec_options = frozenset({"features", "feature_names"})
+
+    FEATURES_FILE = "features.npz"
+    """The name ``spec_table`` gives the features file (in a run folder)."""
 
     def __post_init__(self):
         from ..errors import SpecError
@@ -60,6 +64,33 @@ class Linear(Mechanism):
             num_features = arr.shape[-1]
         if self.feature_names and len(self.feature_names) != num_features:
             raise SpecError(f"linear family: {len(self.feature_names)} feature_names for {num_features} features")
+
+    @classmethod
+    def spec_kwargs(cls, section, where, base_dir):
+        """``features``: a ``.npz`` file (relative to ``base_dir``) with arrays ``own`` and/or
+        ``cross`` (and optionally ``feature_names``); ``feature_names``: a list that
+        overrides the file's."""
+        from ..errors import SpecError
+        from .base import check_keys, load_npz
+
+        if "features" not in section:
+            raise SpecError(f"{where}: the linear family needs 'features', a .npz file with arrays 'own' (A, F) and/or 'cross' (A, A, F)")
+        arrays = load_npz(base_dir, section["features"], "features", where)
+        check_keys(arrays, {"own", "cross", "feature_names"}, f"{where} features file")
+        names = section.get("feature_names", arrays.get("feature_names", ()))
+        return {"own": arrays.get("own"), "cross": arrays.get("cross"), "feature_names": tuple(str(x) for x in names)}
+
+    def spec_table(self):
+        """``features = "features.npz"`` (the arrays in ``files``) and ``feature_names``."""
+        table, files = super().spec_table()
+        table["features"] = self.FEATURES_FILE
+        files[self.FEATURES_FILE] = {k: np.asarray(v) for k, v in (("own", self.own), ("cross", self.cross)) if v is not None}
+        if self.feature_names:
+            table["feature_names"] = list(self.feature_names)
+        return table, files
+
+    def output_params(self):
+        return ("theta",)
 
     @property
     def num_features(self) -> int:

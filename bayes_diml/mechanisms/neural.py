@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._types import Params, PRNGKey
+from .base import mlp
+from .network import NetworkMechanism
 from .tabular import Tabular
-from .base import Mechanism, dense_stack_shapes, init_dense_stack, mlp, sample_network
 
 __all__ = ["Neural", "TABLE_MAX_JOINT"]
 
@@ -19,7 +19,7 @@ TABLE_MAX_JOINT = 4096
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Neural(Mechanism):
+class Neural(NetworkMechanism):
     """``M(a) = MLP([emb_0(a_0); ...; emb_{n-1}(a_{n-1})])``, tanh hidden layers, n outputs.
 
     Each agent has its own action embedding (``embed``, shape ``(n, A, E)``,
@@ -29,7 +29,8 @@ class Neural(Mechanism):
 
     Gauge: the network can express any payoff table, so levels are not
     identified under full-information learners; the inference layer reports and
-    penalises only payoff differences against action 0.
+    penalises only payoff differences against action 0. Parameters, prior, spec
+    keys and scaling: ``NetworkMechanism``.
     """
 
     hidden: tuple[int, ...] = (128, 128)
@@ -37,32 +38,13 @@ class Neural(Mechanism):
 
     family = "neural"
     allows_absence = False
-    prior_options = frozenset({"weight_scale", "output_scale"})
-    prior_numbers = frozenset({"weight_scale", "output_scale"})
+    embed_bounds = (6, 24)
 
-    def sample_prior(self, options, fix_gauge):
-        """See ``sample_network``: standard-normal embeddings, ``Normal(0, weight_scale /
-        sqrt(fan_in))`` weights (output layer times ``output_scale``), output bias
-        pinned at 0 when the gauge is fixed."""
-        return sample_network(self.param_shapes()["embed"], self._sizes(), options, fix_gauge)
+    def embed_shape(self):
+        return (self.num_agents, self.num_actions, self.embedding_size)
 
-    @property
-    def embedding_size(self) -> int:
-        return self.embed_dim or min(24, max(6, self.num_actions))
-
-    def _sizes(self):
+    def layer_sizes(self):
         return [self.num_agents * self.embedding_size, *self.hidden, self.num_agents]
-
-    def param_shapes(self):
-        shapes = {"embed": (self.num_agents, self.num_actions, self.embedding_size)}
-        shapes.update(dense_stack_shapes("", self._sizes()))
-        return shapes
-
-    def init_params(self, key: PRNGKey) -> Params:
-        k_embed, k_net = jax.random.split(key)
-        params = {"embed": jax.random.normal(k_embed, self.param_shapes()["embed"])}
-        params.update(init_dense_stack(k_net, "", self._sizes()))
-        return params
 
     def prepare(self, params):
         """For small joint spaces (``A**n <= TABLE_MAX_JOINT``) the whole payoff table,
@@ -79,7 +61,7 @@ class Neural(Mechanism):
 
     def payoffs(self, params, joint_action, present=None):
         emb = jnp.asarray(params["embed"])[jnp.arange(self.num_agents), joint_action]  # (n, E)
-        return mlp(params, "", emb.reshape(-1), len(self._sizes()) - 1, jnp.tanh)
+        return mlp(params, "", emb.reshape(-1), len(self.layer_sizes()) - 1, jnp.tanh)
 
     def counterfactual_payoffs(self, params, joint_action, present=None):
         n, A = self.num_agents, self.num_actions

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._types import Params, PRNGKey
 from ..priors import Domain, Interval, Prior
-import numpy as np
-
 from .base import (
     Mechanism,
     dense_stack_shapes,
     init_dense_stack,
     mlp,
+    positive_int_list,
     positive_number,
     sample_dense_stack,
     sample_site,
@@ -46,6 +45,7 @@ class PublicGoods(Mechanism):
     family = "public_goods"
     allows_absence = True
     counts_context = True
+    spec_options = frozenset({"subsidy", "subsidy_hidden"})
     prior_options = frozenset({"scale", "k", "cost", "weight_scale"})
     prior_numbers = frozenset({"weight_scale"})
     prior_domains = {  # a saturating benefit: scale > 0, k > 0 (k <= 0 is no benefit or a convex one)
@@ -69,6 +69,31 @@ class PublicGoods(Mechanism):
 
     def _sizes(self):
         return [2, *self.subsidy_hidden, 1]
+
+    @classmethod
+    def spec_kwargs(cls, section, where, base_dir):
+        """``subsidy`` (true/false, default true) and ``subsidy_hidden`` (default [64])."""
+        from ..errors import SpecError
+
+        subsidy = section.get("subsidy", True)
+        if not isinstance(subsidy, bool):
+            raise SpecError(f"{where}: 'subsidy' must be true or false, got {subsidy!r}")
+        hidden = positive_int_list(section.get("subsidy_hidden", [64]), "subsidy_hidden", where)
+        return {"subsidy_hidden": hidden if subsidy else None}
+
+    def spec_table(self):
+        table, files = super().spec_table()
+        table["subsidy"] = self.subsidy_hidden is not None
+        if self.subsidy_hidden is not None:
+            table["subsidy_hidden"] = list(self.subsidy_hidden)
+        return table, files
+
+    def output_params(self):
+        """``scale``, ``cost`` and the subsidy's output layer."""
+        if self.subsidy_hidden is None:
+            return ("scale", "cost")
+        last = len(self.subsidy_hidden)
+        return ("scale", "cost", f"sub_w{last}", f"sub_b{last}")
 
     def param_shapes(self):
         shapes = {"scale": (), "k": (), "cost": ()}

@@ -51,7 +51,7 @@ class Tabular(Mechanism):
 
     Gauge: under full-information learners only differences
     ``payoffs[index(k, a_-i), i] - payoffs[index(k', a_-i), i]`` are identified
-    (DESIGN §3); the inference layer fixes action 0 of each agent in each
+    (docs/design.md §3); the inference layer fixes action 0 of each agent in each
     opponent context at zero.  Small games only: ``A**n * n`` entries.
     """
 
@@ -96,6 +96,16 @@ class Tabular(Mechanism):
 
     def init_params(self, key: PRNGKey) -> Params:
         return {"payoffs": jax.random.uniform(key, self.param_shapes()["payoffs"])}
+
+    def output_params(self):
+        return ("payoffs",)
+
+    def param_coords(self, action_labels=None):
+        """``joint``: the joint action of each row of ``payoffs`` (``"high low"``)."""
+        return {"joint": joint_labels(self.num_agents, self.num_actions, action_labels)}
+
+    def table_entries(self) -> int:
+        return self.num_actions**self.num_agents * self.num_agents
 
     def payoffs(self, params, joint_action, present=None):
         idx = joint_index(joint_action, self.num_actions)

@@ -1,10 +1,10 @@
 """Data-size study: payoff-difference error against the number of training episodes.
 
 Does the Bayesian posterior mean beat MAP when data are scarce? For one setting of the
-paper's experiments (DESIGN §7; default E2, the congestion game) and each seed:
+paper's experiments (docs/design.md §7; default E2, the congestion game) and each seed:
 
 1. draw the truth and simulate **once** at the paper's sizes, exactly as
-   ``bayes_diml.reproduce`` does (``_setting_data``), and split the episodes 80/20
+   ``experiments.reproduce`` does (``_setting_data``), and split the episodes 80/20
    (``split_episodes``): the 20% test episodes stay the same for every size;
 2. for each size ``m`` (default ``3, 6, 12, 24, 48``), fit every chosen estimator on the
    **first** ``m`` training episodes (nested prefixes: the data of a size contain those
@@ -33,8 +33,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -42,8 +40,10 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .errors import DataError
-from .reproduce import (
+from bayes_diml._io import atomic_write
+from bayes_diml.errors import DataError
+from experiments.reproduce import (
+    DEFAULT_OUT,
     DIML,
     DIML_LARGE,
     EXPERIMENTS,
@@ -129,7 +129,7 @@ def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, size
         ``diff_mse``, ``coverage90``, ``wall_seconds``, ``train_digest``, ``test_digest``),
         ``sizes``, ``seeds``, ``settings``, ``machine``, ``wall_seconds``, ``files``.
     """
-    from .inference.storage import check_output_folder_files, write_text_atomic
+    from bayes_diml.inference.storage import check_output_folder_files, write_text_atomic
 
     experiment, chosen = _setting(setting)
     if variant not in ("paper", "scaled"):
@@ -150,7 +150,7 @@ def data_size_study(setting: str = "E2", *, seeds: int | Sequence[int] = 1, size
     if unknown:
         raise DataError(f"data-size study: unknown estimator(s) {unknown} for {experiment}; choose from {list(table)}")
     _enable_compilation_cache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    out = Path(out) if out is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    out = Path(out) if out is not None else DEFAULT_OUT
     stem = output_stem(chosen.name, variant, quick)
     check_output_folder_files(out, [f"{stem}.{kind}" for kind in ("json", "md", "png")], overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -302,11 +302,4 @@ def plot_data_size(document: dict) -> Figure:
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110), binary=True)

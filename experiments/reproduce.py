@@ -1,4 +1,4 @@
-"""Reproduce the DIML paper's experiments side by side with its baselines (DESIGN §6–7).
+"""Reproduce the DIML paper's experiments side by side with its baselines (docs/design.md §6–7).
 
 For each experiment (E1, E2, E3, E7), setting, variant and seed:
 
@@ -32,16 +32,23 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import baselines, metrics
-from .baselines import Estimate
-from .errors import DataError, SpecError
-from .likelihood import teacher_forced_log_policies
-from .mechanisms import Neural
-from .model import Model
-from .simulate import simulate, simulate_arrays
+from bayes_diml import baselines, metrics
+from bayes_diml._json import jsonable
+from bayes_diml.baselines import Estimate
+from bayes_diml.errors import DataError, SpecError
+from bayes_diml.evaluation import (  # the library's scoring; re-exported for the study's callers
+    TRAIN_FRACTION,
+    _with_draw_axis,
+    episode_subset,
+    evaluate_estimate,
+    evaluate_run,
+    split_episodes,
+)
+from bayes_diml.mechanisms import Neural
+from bayes_diml.model import Model
+from bayes_diml.simulate import simulate
 
 __all__ = [
     "EXPERIMENTS",
@@ -59,14 +66,11 @@ __all__ = [
     "TRAIN_FRACTION",
 ]
 
-TRAIN_FRACTION = 0.8
-DIFFERENCE_DRAWS = 400
-"""Posterior draws used for payoff-difference means and 90% intervals (at most)."""
-RHAT_QUERIES = 1000
-"""Payoff-difference queries whose R-hat is checked on a NUTS fit (``rhat_differences``)."""
 TRUTH_SEED_BASE = 1000
 DATA_SEED_BASE = 2000
 MODELS = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+"""The tables' default folder (``benchmarks/results`` of the checkout)."""
 
 
 class Setting(NamedTuple):
@@ -87,7 +91,7 @@ EXPERIMENTS: dict[str, list[Setting]] = {
         for n, A, E, T in [(40, 10, 24, 30), (80, 20, 24, 30), (120, 25, 24, 30), (200, 30, 20, 30), (300, 40, 16, 25)]
     ],
 }
-"""The paper's experiments (DESIGN §7)."""
+"""The paper's experiments (docs/design.md §7)."""
 
 DIML = "DIML (neural ML)"
 WRONG = "wrong learner (neural ML, beta x 0.6)"
@@ -163,13 +167,6 @@ def draw_truth(model: Model, spec_truth: dict, seed: int) -> dict:
     return {"mechanism": {k: np.asarray(v) for k, v in mechanism.items()}, "learner": spec_truth["learner"]}
 
 
-_OUTPUT_LAYER = {
-    "tabular": ("payoffs",),
-    "congestion": ("c1", "c2", "tau"),
-    "linear": ("theta",),
-}
-
-
 def scale_mechanism(mechanism, params: dict, factor: float) -> dict:
     """Mechanism parameters whose payoffs are ``factor`` times those of ``params``.
 
@@ -177,21 +174,7 @@ def scale_mechanism(mechanism, params: dict, factor: float) -> dict:
     public goods ``scale``, ``cost`` and the subsidy's output layer; neural and anonymous
     the output layer's weights and bias.
     """
-    out = dict(params)
-    family = mechanism.family
-    if family in _OUTPUT_LAYER:
-        names = _OUTPUT_LAYER[family]
-    elif family == "public_goods":
-        last = len(mechanism.subsidy_hidden or ()) if mechanism.subsidy_hidden is not None else None
-        names = ("scale", "cost") + ((f"sub_w{last}", f"sub_b{last}") if last is not None else ())
-    elif family in ("neural", "anonymous"):
-        last = len(mechanism.hidden)
-        names = (f"w{last}", f"b{last}")
-    else:
-        raise SpecError(f"scale_mechanism: no rule for the {family} family")
-    for name in names:
-        out[name] = np.asarray(params[name]) * factor
-    return out
+    return mechanism.scale_params(params, factor)  # each family's ``output_params``
 
 
 def _random_contexts(n: int, A: int, num: int, seed: int) -> np.ndarray:
@@ -207,29 +190,6 @@ def unit_scale_factor(model: Model, mech_params: dict, seed: int = 0, num: int =
     codes = _random_contexts(model.num_agents, model.num_actions, num, seed)
     diffs = metrics.mechanism_differences(model.mechanism, _with_draw_axis(mech_params), codes)[0]
     return float(1.0 / np.std(diffs))
-
-
-def _with_draw_axis(params: dict) -> dict:
-    return {k: jnp.asarray(v, jnp.float32)[None] for k, v in params.items()}
-
-
-def split_episodes(data, fraction: float = TRAIN_FRACTION):
-    """The first ``round(fraction * E)`` episodes for training, the rest for testing."""
-    E = data.num_episodes
-    cut = int(round(fraction * E))
-    if not 0 < cut < E:
-        raise DataError(f"split_episodes: {E} episodes cannot be split {fraction:.0%}/{1 - fraction:.0%}")
-    return episode_subset(data, slice(0, cut)), episode_subset(data, slice(cut, E))
-
-
-def episode_subset(data, rows: slice):
-    """The episodes ``rows`` of ``data`` as new ``Trajectories`` (same labels)."""
-    from .trajectories import Trajectories
-
-    return Trajectories.from_arrays(
-        np.asarray(data.actions[rows]), np.asarray(data.mask[rows]), num_actions=data.num_actions,
-        agent_labels=data.agent_labels, action_labels=data.action_labels,
-    )
 
 
 # -------------------------------------------------------------- estimators
@@ -253,7 +213,7 @@ def _bayes(method: str, model_of: Callable[[Model], Model], name: str, full_opti
     paper's sizes (not with ``--quick``)."""
 
     def run(model, train, seed, s: Settings):
-        from .inference import fit
+        from bayes_diml.inference import fit
 
         fitted = model_of(model)
         if method == "nuts":
@@ -304,7 +264,7 @@ def _ml(model_of: Callable[[Model], Model], name: str):
 
 
 def _estimators(experiment: str) -> list[Estimator]:
-    """Estimators of an experiment, in table order (DESIGN §7). The paper's DIML and
+    """Estimators of an experiment, in table order (docs/design.md §7). The paper's DIML and
     DIML_Wrong are maximum-likelihood fits of the neural (E1–E3) or anonymous (E7) class."""
     diml = Estimator(DIML, _ml(neural_model, DIML))
     wrong = Estimator(WRONG, _ml(lambda m: baselines.wrong_learner_model(neural_model(m)), WRONG))
@@ -321,7 +281,8 @@ def _estimators(experiment: str) -> list[Estimator]:
     if experiment == "E2":
         return [diml, wrong, tabular, structured, bc, static, structured_nuts, neural_svi, Estimator("tabular NUTS", _tabular_nuts)]
     if experiment == "E3":
-        return [diml, wrong, structured, bc, static, Estimator("structured NUTS", _bayes("nuts", lambda m: m, "structured NUTS", E3_NUTS_OPTIONS)), neural_svi]
+        structured_nuts = Estimator("structured NUTS", _bayes("nuts", lambda m: m, "structured NUTS", E3_NUTS_OPTIONS))
+        return [diml, wrong, structured, bc, static, structured_nuts, neural_svi]
     if experiment == "E7":
         return [
             Estimator(DIML_LARGE, _ml(lambda m: m, DIML_LARGE), True),
@@ -336,115 +297,6 @@ def _estimators(experiment: str) -> list[Estimator]:
 def _renamed(estimate: Estimate, name: str) -> Estimate:
     estimate.name = name
     return estimate
-
-
-# ------------------------------------------------------------------ metrics
-def _thinned(estimate: Estimate, max_draws: int) -> dict:
-    S = estimate.num_draws
-    index = np.unique(np.linspace(0, S - 1, min(S, max_draws)).round().astype(int))
-    return jax.tree.map(lambda v: jnp.asarray(v)[index], estimate.params)
-
-
-def _mixture_log_policies(estimate: Estimate, params: dict, data) -> np.ndarray:
-    """``log mean_s pi_s`` over draws, ``(E, T, n, A)`` (teacher-forced)."""
-    if not estimate.has_mechanism:
-        return estimate.behaviour(data)
-    S = int(np.shape(next(iter(params["mechanism"].values())))[0])
-    logs = [
-        np.asarray(teacher_forced_log_policies(estimate.model, jax.tree.map(lambda v: v[s], params), data), np.float64)
-        for s in range(S)
-    ]
-    return np.logaddexp.reduce(np.stack(logs), axis=0) - np.log(S)
-
-
-def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, train, test, *, seed: int = 0,
-                      settings: Settings | None = None, counterfactual: bool = True) -> dict[str, float]:
-    """Every metric of one estimate (DESIGN §6).
-
-    Paper's conventions: ``diff_mse`` (contexts from test rounds ``0..T-2``, independent
-    own-action pairs), ``nll_test`` / ``nll_test_in_support`` (rounds ``1..T-1``),
-    ``cfkl`` / ``cfkl_in_support`` (both mechanisms re-simulated with the true learner
-    shifted by ``metrics.SHIFTED_LEARNER``), ``mse_on`` (raw payoffs on the test rounds'
-    joint actions) and ``mse_off`` (joint actions never played in training).
-    Ours: ``rel_error`` and ``rel_error_in_support`` (distinct pairs, every test round),
-    ``coverage90`` (draws only), ``rhat_differences`` (NUTS with several chains: the largest
-    R-hat over ``RHAT_QUERIES`` payoff differences), ``nll`` (every round), ``pp_nll`` (posterior predictive,
-    whole test episodes), ``support_share`` (queries whose context was seen in training).
-    Without a ``truth`` only the behaviour metrics are computed; ``counterfactual=False``
-    skips the simulation-based ``cfkl`` columns.
-    """
-    from .inference.numpyro_model import draws_log_likelihoods
-    from .inference.queries import in_support, support_contexts
-
-    s = settings or Settings()
-    A, n = model.num_actions, model.num_agents
-    params = _thinned(estimate, s.max_draws) if estimate.has_mechanism else None
-    out: dict[str, float] = {}
-    log_pi = _mixture_log_policies(estimate, params, test)
-    keep = metrics.in_support_rounds(test.actions, train.actions, A)
-    out["nll_test"] = metrics.nll_per_agent_round(log_pi, test.actions, test.mask, skip_first=True)
-    out["nll_test_in_support"] = metrics.nll_per_agent_round(log_pi, test.actions, test.mask, skip_first=True, keep=keep)
-    out["nll"] = metrics.nll_per_agent_round(log_pi, test.actions, test.mask)
-    if not estimate.has_mechanism:
-        return out
-    actions, mask = jnp.asarray(test.actions), jnp.asarray(test.mask)
-    ll = np.asarray(draws_log_likelihoods(estimate.model, params, actions, mask))
-    out["pp_nll"] = metrics.posterior_predictive_nll(ll, int((~test.mask).sum()))
-    if truth is None:
-        return out
-    true_mech = _with_draw_axis(truth["mechanism"])
-    paper_codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, seed)
-    ours_codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, seed + 1, distinct=True, skip_last=False)
-    est_mech = params["mechanism"]
-    diff_mech = _thinned(estimate, DIFFERENCE_DRAWS)["mechanism"]  # more draws for interval ends
-    true_paper = metrics.mechanism_differences(model.mechanism, true_mech, paper_codes)[0]
-    est_paper = metrics.mechanism_differences(estimate.model.mechanism, diff_mech, paper_codes).mean(axis=0)
-    out["diff_mse"] = metrics.difference_mse(est_paper, true_paper)
-    true_ours = metrics.mechanism_differences(model.mechanism, true_mech, ours_codes)[0]
-    draws_ours = metrics.mechanism_differences(estimate.model.mechanism, diff_mech, ours_codes)
-    out["rel_error"] = metrics.relative_difference_error(draws_ours.mean(axis=0), true_ours)
-    contexts = support_contexts(train, model.mechanism.counts_context, A)
-    seen = in_support(ours_codes, contexts, model.mechanism.counts_context, A)
-    out["support_share"] = float(seen.mean())
-    out["rel_error_in_support"] = (
-        metrics.relative_difference_error(draws_ours.mean(axis=0)[seen], true_ours[seen]) if seen.sum() > 1 else float("nan")
-    )
-    out["coverage90"] = metrics.interval_coverage(draws_ours, true_ours) if draws_ours.shape[0] > 1 else float("nan")
-    fit = estimate.fit
-    if fit is not None and fit.method == "nuts" and fit.num_chains > 1:  # every draw, chain after chain
-        every = metrics.mechanism_differences(estimate.model.mechanism, estimate.params["mechanism"], ours_codes[:RHAT_QUERIES])
-        out["rhat_differences"] = metrics.difference_rhat(every, fit.num_chains)
-    # raw payoffs (gauge-dependent, as in the paper)
-    on = test.actions[~test.mask.any(axis=2)]
-    if len(on) > 20_000:
-        on = on[np.random.default_rng(seed).choice(len(on), 20_000, replace=False)]
-    off = metrics.unvisited_joints(metrics.visited_joints(train.actions, train.mask), n, A)
-    S = est_mech[next(iter(est_mech))].shape[0]
-    for name, joints in (("mse_on", on), ("mse_off", off)):
-        truth_pay = metrics.mechanism_payoffs(model.mechanism, truth["mechanism"], joints)
-        est_pay = np.mean([metrics.mechanism_payoffs(estimate.model.mechanism, jax.tree.map(lambda v: v[d], est_mech), joints) for d in range(S)], axis=0)
-        out[name] = metrics.payoff_mse(est_pay, truth_pay)
-    if not counterfactual:
-        return out
-    # counterfactual KL under the paper's shifted learner (the true learner, shifted, for both)
-    shifted = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.shift_learner(truth["learner"]).items()}
-    key = jax.random.key(DATA_SEED_BASE + 7 * seed + 1)
-    k_true, k_est = jax.random.split(key)
-    true_sim = np.asarray(
-        simulate_arrays(model, {"mechanism": {k: jnp.asarray(v, jnp.float32) for k, v in truth["mechanism"].items()}, "learner": shifted},
-                        k_true, s.cf_episodes, s.cf_rounds)
-    )
-    sims_per_draw = min(S, 10)
-    per = max(1, s.cf_episodes // sims_per_draw)
-    est_sims = [
-        np.asarray(simulate_arrays(estimate.model, {"mechanism": jax.tree.map(lambda v: v[d * S // sims_per_draw], est_mech), "learner": shifted},
-                                   jax.random.fold_in(k_est, d), per, s.cf_rounds))
-        for d in range(sims_per_draw)
-    ]
-    est_sim = np.concatenate(est_sims, axis=0)
-    out["cfkl"] = metrics.counterfactual_kl(true_sim, est_sim, A)
-    out["cfkl_in_support"] = metrics.counterfactual_kl(true_sim, est_sim, A, support=np.asarray(train.actions))
-    return out
 
 
 # ------------------------------------------------------------------ driver
@@ -477,7 +329,7 @@ def _setting_data(setting: Setting, variant: str, seed: int, s: Settings):
     """Model, truth (``draw_truth``, rescaled on the ``scaled`` variant), scale factor and
     simulated data (``s.episodes x s.rounds`` or the setting's sizes, data seed
     ``DATA_SEED_BASE + seed``) of one setting, variant and seed."""
-    from .spec import read_spec
+    from bayes_diml.spec import read_spec
 
     model, spec_truth = read_spec(MODELS / setting.spec)
     truth = draw_truth(model, spec_truth, seed)
@@ -564,7 +416,7 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
     Returns:
         The JSON document (``rows``, ``settings``, ``machine``, ``wall_seconds``).
     """
-    from .inference.storage import check_output_folder_files, write_text_atomic
+    from bayes_diml.inference.storage import check_output_folder_files, write_text_atomic
 
     unknown = [e for e in experiments if e not in EXPERIMENTS]
     if unknown:
@@ -576,7 +428,7 @@ def reproduce(experiments, *, seeds: int = 3, quick: bool = False, out=None, var
         raise DataError(f"reproduce: unknown variant(s) {bad}; choose from ['paper', 'scaled']")
     _enable_compilation_cache(default_cache_dir() if cache_dir == "default" else cache_dir)
     s = Settings.for_mode(quick)
-    out = Path(out) if out is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    out = Path(out) if out is not None else DEFAULT_OUT
     stem = "paper_quick" if quick else "paper"
     check_output_folder_files(out, [f"{stem}.json", f"{stem}.md"], overwrite or estimators is not None)
     out.mkdir(parents=True, exist_ok=True)
@@ -626,16 +478,7 @@ def _machine() -> dict:
     return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()]}
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+_jsonable = jsonable  # the library's one JSON encoder (NaN and infinity -> null)
 
 
 # ------------------------------------------------------------------ tables
@@ -700,7 +543,7 @@ def markdown_table(rows: list[dict], document: dict | None = None) -> str:
             f"({document['machine']['cpu_count']} CPUs).",
             "",
             "Columns marked (paper) follow the paper's conventions (NLL from round 1, independent own-action "
-            "pairs, KL with 1e-12); the others are ours (DESIGN §6). " + document.get("notes", ""),
+            "pairs, KL with 1e-12); the others are ours (docs/design.md §6). " + document.get("notes", ""),
             "",
         ]
     keys = []
@@ -741,43 +584,3 @@ def markdown_table(rows: list[dict], document: dict | None = None) -> str:
         lines.append("")
     return "\n".join(lines) + "\n"
 
-
-# ------------------------------------------------------------------ evaluate
-def evaluate_run(run, data, spec=None, *, seed: int = 0, num_queries: int = 4000, counterfactual: bool = False) -> dict[str, float]:
-    """Held-out metrics of a fitted run folder on test data.
-
-    Args:
-        run: a run folder written by ``bayes-diml fit`` (or a ``Fit``).
-        data: test ``Trajectories`` (or a CSV/Parquet path, read against the run's model).
-        spec: optional spec path with ``[mechanism.truth]`` (of the run's family and
-            sizes): adds the payoff-difference metrics.
-
-    Returns:
-        ``nll`` (every round), ``nll_test`` (from round 1, the paper's), ``pp_nll``
-        (posterior predictive), and with a truth ``rel_error``, ``diff_mse``,
-        ``coverage90`` (``diff`` metrics on queries from the test data's contexts;
-        in-support variants against the run's own training data; with a truth the
-        raw-payoff metrics of ``evaluate_estimate`` too, and with ``counterfactual``
-        its simulated ``cfkl`` columns).
-    """
-    from .inference import load_fit
-    from .loading import load_data
-    from .spec import read_spec
-
-    fit = run if hasattr(run, "params_draws") else load_fit(run)
-    if not hasattr(data, "actions"):
-        data = load_data(data, fit.model)
-    truth, model = None, fit.model
-    if spec is not None:
-        true_model, truth = read_spec(spec)
-        if truth is None:
-            raise DataError(f"{spec}: has no [mechanism.truth]")
-        if (true_model.num_agents, true_model.num_actions) != (model.num_agents, model.num_actions):
-            raise DataError(
-                f"{spec}: {true_model.num_agents} agents x {true_model.num_actions} actions, the run has "
-                f"{model.num_agents} x {model.num_actions}"
-            )
-        model = true_model
-    s = Settings(num_queries=num_queries, max_draws=50)
-    return evaluate_estimate(Estimate.from_fit(fit), model, truth, fit.data, data, seed=seed, settings=s,
-                             counterfactual=counterfactual)

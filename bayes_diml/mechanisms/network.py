@@ -1,0 +1,98 @@
+"""The network code shared by the neural and anonymous families: action embeddings
+followed by a dense stack."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+
+from .._types import Params, PRNGKey
+from .base import Mechanism, dense_stack_shapes, init_dense_stack, positive_int_list, sample_network
+
+__all__ = ["NetworkMechanism"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NetworkMechanism(Mechanism):
+    """Base of the families whose payoff is a network over action embeddings.
+
+    Parameters: ``embed`` (shape ``embed_shape()``) and dense layers ``w{l}``,
+    ``b{l}`` mapping ``layer_sizes()[0] -> hidden... -> layer_sizes()[-1]``.
+    Subclasses give ``embed_shape``, ``layer_sizes``, ``embed_bounds`` and the
+    payoff functions; the parameters, their prior (``sample_network``), their
+    initialisation, the spec keys ``hidden`` and ``embed_dim`` and the output
+    scaling are common.
+
+    Gauge: the output layer's bias adds the same constant to every own action, so
+    it is pinned at 0 when the gauge is fixed (see ``sample_network``).
+    """
+
+    hidden: tuple[int, ...] = ()
+    embed_dim: int | None = None
+
+    embed_bounds: ClassVar[tuple[int, int]] = (1, 1)
+    """The default embedding size is ``num_actions`` clipped to these bounds."""
+
+    prior_options = frozenset({"weight_scale", "output_scale"})
+    prior_numbers = frozenset({"weight_scale", "output_scale"})
+    spec_options = frozenset({"hidden", "embed_dim"})
+
+    @property
+    def embedding_size(self) -> int:
+        low, high = self.embed_bounds
+        return self.embed_dim or min(high, max(low, self.num_actions))
+
+    def embed_shape(self) -> tuple[int, ...]:
+        """Shape of the ``embed`` parameter."""
+        raise NotImplementedError
+
+    def layer_sizes(self) -> list[int]:
+        """Widths of the dense stack, input to output."""
+        raise NotImplementedError
+
+    def param_shapes(self):
+        shapes = {"embed": self.embed_shape()}
+        shapes.update(dense_stack_shapes("", self.layer_sizes()))
+        return shapes
+
+    def init_params(self, key: PRNGKey) -> Params:
+        k_embed, k_net = jax.random.split(key)
+        params = {"embed": jax.random.normal(k_embed, self.embed_shape())}
+        params.update(init_dense_stack(k_net, "", self.layer_sizes()))
+        return params
+
+    def sample_prior(self, options, fix_gauge):
+        """See ``sample_network``: standard-normal embeddings, ``Normal(0, weight_scale /
+        sqrt(fan_in))`` weights (output layer times ``output_scale``), output bias
+        pinned at 0 when the gauge is fixed."""
+        return sample_network(self.embed_shape(), self.layer_sizes(), options, fix_gauge)
+
+    def output_params(self):
+        """The output layer's weights and bias."""
+        last = len(self.layer_sizes()) - 2
+        return (f"w{last}", f"b{last}")
+
+    # ------------------------------------------------------------------- spec
+    @classmethod
+    def spec_kwargs(cls, section, where, base_dir):
+        """``hidden`` (list of positive integers) and ``embed_dim`` (positive integer)."""
+        from ..errors import SpecError
+
+        kwargs = {}
+        if "hidden" in section:
+            kwargs["hidden"] = positive_int_list(section["hidden"], "hidden", where)
+        if "embed_dim" in section:
+            value = section["embed_dim"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{where}: 'embed_dim' must be a positive integer, got {value!r}")
+            kwargs["embed_dim"] = value
+        return kwargs
+
+    def spec_table(self):
+        table, files = super().spec_table()
+        table["hidden"] = list(self.hidden)
+        if self.embed_dim is not None:
+            table["embed_dim"] = self.embed_dim
+        return table, files
