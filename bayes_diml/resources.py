@@ -60,6 +60,12 @@ POINTWISE_MAX_CELLS = 2**25
 """Cells evaluated at once when scoring draws (``pointwise_batch``): about 0.8 GB of
 float32 intermediates."""
 
+SVI_LIKELIHOOD_COPIES = 8
+"""An SVI step holds several likelihood evaluations' intermediates at once (the ELBO's
+sample from the guide, its gradient through the guide, the blocked Adam scan): measured
+1.9 GB for SVI on 2.4 million cells, against 0.5 GB for a MAP restart
+(``benchmarks/results/memory_guard.json``, ``tests/test_resources.py``)."""
+
 RUNTIME_BYTES = 300 * 10**6
 """What any compiled program adds (compilation, XLA's buffers), whatever its size."""
 
@@ -216,7 +222,9 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
     elif method == "svi":
         rank = int(options.get("rank") or 0) if options.get("guide") == "lowrank" else 0
         particles = int(options.get("num_particles", 1))
-        parts[f"the likelihood of {count_text(cells)} cells x {particles} particle(s)"] = particles * (lik + table)
+        parts[f"the likelihood of {count_text(cells)} cells x {particles} particle(s)"] = particles * (
+            SVI_LIKELIHOOD_COPIES * lik + table
+        )
         parts[f"the guide over {count_text(D)} coordinates"] = OPTIMISER_COPIES * D * (2 + rank) * f
         parts[f"{options.get('num_samples', 1000)} draws of {count_text(D)} coordinates"] = (
             DRAW_COPIES * int(options.get("num_samples", 1000)) * D * f
