@@ -179,7 +179,7 @@ def random_queries(actions: np.ndarray, mask: np.ndarray | None, num_actions: in
     return np.concatenate([agent[:, None], first[:, None], second[:, None], joint], axis=1).astype(np.int32)
 
 
-def sample_queries(data, num: int, seed: int = 0) -> pd.DataFrame:
+def sample_queries(data, num: int, *, seed) -> pd.DataFrame:
     """Random in-support queries, no two alike: a random observed round in which every
     agent played, a random agent, and two distinct own actions (``action`` vs
     ``baseline``). Labels as in the data.
@@ -187,7 +187,8 @@ def sample_queries(data, num: int, seed: int = 0) -> pd.DataFrame:
     Two rows are alike when they ask about the same agent, the same opponent context
     (the others' actions in ``joint``) and the same pair of own actions in either order
     (``a`` vs ``b`` is ``-(b`` vs ``a)``). Fewer than ``num`` rows come back when the
-    data hold fewer distinct queries.
+    data hold fewer distinct queries. ``seed`` (required) seeds NumPy's generator: an
+    int, or a sequence of ints such as a JAX key's ``key_data``.
     """
     rng = np.random.default_rng(seed)
     actions, present = observed_rounds(data)

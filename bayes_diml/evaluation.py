@@ -10,6 +10,7 @@ behaviour-only baseline), its training data and test data. The paper study
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -111,17 +112,10 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
     skips the simulation-based ``cfkl`` columns.
     """
     from .inference.numpyro_model import draws_log_likelihoods
-    from .inference.queries import in_support, support_contexts
 
     s = settings or EvaluationSettings()
-    A, n = model.num_actions, model.num_agents
     params = _thinned(estimate, s.max_draws) if estimate.has_mechanism else None
-    out: dict[str, float] = {}
-    log_pi = _mixture_log_policies(estimate, params, test)
-    keep = metrics.in_support_rounds(test.actions, train.actions, A)
-    out["nll_test"] = metrics.nll_per_agent_round(log_pi, test.actions, test.mask, skip_first=True)
-    out["nll_test_in_support"] = metrics.nll_per_agent_round(log_pi, test.actions, test.mask, skip_first=True, keep=keep)
-    out["nll"] = metrics.nll_per_agent_round(log_pi, test.actions, test.mask)
+    out = _behaviour_metrics(estimate, params, train, test, model.num_actions)
     if not estimate.has_mechanism:
         return out
     actions, mask = jnp.asarray(test.actions), jnp.asarray(test.mask)
@@ -129,14 +123,34 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
     out["pp_nll"] = metrics.posterior_predictive_nll(ll, int((~test.mask).sum()))
     if truth is None:
         return out
+    out |= _difference_metrics(estimate, model, truth, train, test, s, seed)
+    out |= _payoff_metrics(estimate, model, truth, train, test, params["mechanism"], seed)
+    if counterfactual:
+        out |= _counterfactual_metrics(estimate, model, truth, train, params["mechanism"], s, seed)
+    return out
+
+
+def _behaviour_metrics(estimate: Estimate, params, train, test, num_actions: int) -> dict[str, float]:
+    """``nll_test``, ``nll_test_in_support`` and ``nll`` of the draws' mixture policy (teacher-forced)."""
+    log_pi = _mixture_log_policies(estimate, params, test)
+    keep = metrics.in_support_rounds(test.actions, train.actions, num_actions)
+    nll = functools.partial(metrics.nll_per_agent_round, log_pi, test.actions, test.mask)
+    return {"nll_test": nll(skip_first=True), "nll_test_in_support": nll(skip_first=True, keep=keep), "nll": nll()}
+
+
+def _difference_metrics(estimate: Estimate, model: Model, truth: dict, train, test, s, seed: int) -> dict[str, float]:
+    """``diff_mse`` (paper's queries), ``rel_error``, ``support_share``, ``rel_error_in_support``,
+    ``coverage90`` and, for a NUTS fit with several chains, ``rhat_differences`` (ours)."""
+    from .inference.queries import in_support, support_contexts
+
+    A = model.num_actions
     true_mech = _with_draw_axis(truth["mechanism"])
     paper_codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, seed)
     ours_codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, seed + 1, distinct=True, skip_last=False)
-    est_mech = params["mechanism"]
     diff_mech = _thinned(estimate, DIFFERENCE_DRAWS)["mechanism"]  # more draws for interval ends
     true_paper = metrics.mechanism_differences(model.mechanism, true_mech, paper_codes)[0]
     est_paper = metrics.mechanism_differences(estimate.model.mechanism, diff_mech, paper_codes).mean(axis=0)
-    out["diff_mse"] = metrics.difference_mse(est_paper, true_paper)
+    out = {"diff_mse": metrics.difference_mse(est_paper, true_paper)}
     true_ours = metrics.mechanism_differences(model.mechanism, true_mech, ours_codes)[0]
     draws_ours = metrics.mechanism_differences(estimate.model.mechanism, diff_mech, ours_codes)
     out["rel_error"] = metrics.relative_difference_error(draws_ours.mean(axis=0), true_ours)
@@ -151,21 +165,32 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
     if fit is not None and fit.method == "nuts" and fit.num_chains > 1:  # every draw, chain after chain
         every = metrics.mechanism_differences(estimate.model.mechanism, estimate.params["mechanism"], ours_codes[:RHAT_QUERIES])
         out["rhat_differences"] = metrics.difference_rhat(every, fit.num_chains)
-    # raw payoffs (gauge-dependent, as in the paper)
+    return out
+
+
+def _payoff_metrics(estimate: Estimate, model: Model, truth: dict, train, test, est_mech: dict, seed: int) -> dict[str, float]:
+    """``mse_on`` and ``mse_off``: raw payoffs (gauge-dependent, as in the paper) on the test
+    rounds' joint actions (at most 20,000, a seeded subset) and on those never played in training."""
+    n, A = model.num_agents, model.num_actions
     on = test.actions[~test.mask.any(axis=2)]
     if len(on) > 20_000:
         on = on[np.random.default_rng(seed).choice(len(on), 20_000, replace=False)]
     off = metrics.unvisited_joints(metrics.visited_joints(train.actions, train.mask), n, A)
     S = est_mech[next(iter(est_mech))].shape[0]
+    out = {}
     for name, joints in (("mse_on", on), ("mse_off", off)):
         truth_pay = metrics.mechanism_payoffs(model.mechanism, truth["mechanism"], joints)
         est_pay = np.mean([
             metrics.mechanism_payoffs(estimate.model.mechanism, jax.tree.map(lambda v: v[d], est_mech), joints) for d in range(S)
         ], axis=0)
         out[name] = metrics.payoff_mse(est_pay, truth_pay)
-    if not counterfactual:
-        return out
-    # counterfactual KL under the paper's shifted learner (the true learner, shifted, for both)
+    return out
+
+
+def _counterfactual_metrics(estimate: Estimate, model: Model, truth: dict, train, est_mech: dict, s, seed: int) -> dict[str, float]:
+    """``cfkl`` and ``cfkl_in_support``: counterfactual KL under the paper's shifted learner
+    (the true learner, shifted, for both the true and the estimated mechanism)."""
+    A = model.num_actions
     shifted = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.shift_learner(truth["learner"]).items()}
     key = jax.random.key(COUNTERFACTUAL_SEED_BASE + 7 * seed + 1)
     k_true, k_est = jax.random.split(key)
@@ -173,6 +198,7 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
         simulate_arrays(model, {"mechanism": {k: jnp.asarray(v, jnp.float32) for k, v in truth["mechanism"].items()}, "learner": shifted},
                         k_true, s.cf_episodes, s.cf_rounds)
     )
+    S = est_mech[next(iter(est_mech))].shape[0]
     sims_per_draw = min(S, 10)
     per = max(1, s.cf_episodes // sims_per_draw)
     est_sims = [
@@ -181,9 +207,10 @@ def evaluate_estimate(estimate: Estimate, model: Model, truth: dict | None, trai
         for d in range(sims_per_draw)
     ]
     est_sim = np.concatenate(est_sims, axis=0)
-    out["cfkl"] = metrics.counterfactual_kl(true_sim, est_sim, A)
-    out["cfkl_in_support"] = metrics.counterfactual_kl(true_sim, est_sim, A, support=np.asarray(train.actions))
-    return out
+    return {
+        "cfkl": metrics.counterfactual_kl(true_sim, est_sim, A),
+        "cfkl_in_support": metrics.counterfactual_kl(true_sim, est_sim, A, support=np.asarray(train.actions)),
+    }
 
 
 def evaluate_run(run, data, spec=None, *, seed: int = 0, num_queries: int = 4000, counterfactual: bool = False) -> dict[str, float]:

@@ -62,7 +62,7 @@ def check_data(data, model: Model, source: str = "data") -> None:
 
 def _check_agent_labels(found: tuple, expected: tuple, source: str) -> None:
     """The data's agent labels must be the spec's: name the first unknown or absent one."""
-    from .trajectories import _closest_label, _show, _show_labels
+    from ._labels import _closest_label, _show, _show_labels
 
     if found == expected:
         return

@@ -96,7 +96,7 @@ def save_run(fit, directory, *, overwrite=False, data_path=None, queries=None, t
     else:
         differences = pd.DataFrame(columns=["agent", "action", "baseline", "joint", "mean", "sd", "q05", "q95", "in_support"])
     diagnostics = fit.diagnostics()
-    report = fit.identifiability(queries)
+    report = fit.identifiability(queries, seed=0)
     with atomic_folder(directory, overwrite) as tmp:
         tmp = Path(tmp)
         write_run_files(fit, tmp)

@@ -105,7 +105,7 @@ def _labels(section: dict, key: str, count: int, where: str) -> tuple | None:
         raise SpecError(f"{where}: integer action labels must be their own codes 0..{count - 1}, got {labels!r}")
     if key == "agent_labels" and labels != sorted(labels):
         raise SpecError(f"{where}: 'agent_labels' must be sorted (agent i is the i-th smallest label), got {labels!r}")
-    from .trajectories import _label_problem
+    from ._labels import _label_problem
 
     for label in labels:
         problem = _label_problem(label)

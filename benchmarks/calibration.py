@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "calibration.json")
     args = parser.parse_args(argv)
 
-    from bayes_diml.calibration import distinct_quantities, sbc
+    from bayes_diml.calibration import sbc
+    from bayes_diml.calibration_ranks import distinct_quantities
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {

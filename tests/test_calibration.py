@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from bayes_diml import calibration
-from bayes_diml.calibration import default_num_bins, distinct_quantities, rank_statistics, sbc, uniformity_test
+from bayes_diml.calibration import sbc
+from bayes_diml.calibration_ranks import default_num_bins, distinct_quantities, rank_statistics, uniformity_test
 from bayes_diml.errors import DataError, SpecError
 from bayes_diml.learners import logit_q
 from bayes_diml.mechanisms import Tabular
@@ -59,20 +60,20 @@ def test_ranks_match_a_plain_loop_and_break_ties_uniformly():
             equal = sum(draws[n, d, q] == truth[n, q] for d in range(9))
             assert less <= ranks[n, q] <= less + equal
     # with discrete draws and truth from the same law, randomised ranks are exactly uniform on 0..9
-    big = rank_statistics(rng.integers(0, 4, size=(4000, 9, 1)).astype(float), rng.integers(0, 4, size=(4000, 1)).astype(float))
-    assert uniformity_test(big, 9)["p_chi2"][0] > P_MIN
+    big = rank_statistics(rng.integers(0, 4, size=(4000, 9, 1)).astype(float), rng.integers(0, 4, size=(4000, 1)).astype(float), seed=0)
+    assert uniformity_test(big, 9, seed=0)["p_chi2"][0] > P_MIN
 
 
 def test_chi_square_statistic_matches_hand_computation():
     ranks = np.array([[0], [1], [2], [3], [3], [3], [4], [5], [5], [5]])  # L = 5: values 0..5
-    out = uniformity_test(ranks, 5, num_bins=3)  # bins {0,1}, {2,3}, {4,5}
+    out = uniformity_test(ranks, 5, num_bins=3, seed=0)  # bins {0,1}, {2,3}, {4,5}
     observed, expected = np.array([2, 4, 4]), np.full(3, 10 / 3)
     assert np.isclose(out["chi2"][0], np.sum((observed - expected) ** 2 / expected))
     from scipy import stats
 
     assert np.isclose(out["p_chi2"][0], stats.chi2.sf(out["chi2"][0], 2))
     # unequal bins: L + 1 = 7 values in 3 bins get expected counts proportional to their widths
-    out = uniformity_test(np.arange(7)[:, None], 6, num_bins=3)
+    out = uniformity_test(np.arange(7)[:, None], 6, num_bins=3, seed=0)
     assert np.isclose(out["chi2"][0], 0.0)
     assert default_num_bins(100, 99) == 10 and default_num_bins(60, 49) == 5 and default_num_bins(5, 99) == 2
 
@@ -80,12 +81,12 @@ def test_chi_square_statistic_matches_hand_computation():
 def test_exact_posterior_gives_uniform_ranks_and_a_narrow_one_does_not():
     num_datasets, num_draws = 1000, 99
     exact, _, _ = conjugate_normal_ranks(num_datasets, num_draws, 1.0, seed=3)
-    tests = uniformity_test(exact, num_draws)
+    tests = uniformity_test(exact, num_draws, seed=0)
     assert tests["p_chi2"][0] > P_MIN and tests["p_ks"][0] > P_MIN, tests
     # mean normalised rank: sd sqrt((L + 2) / (12 L)) / sqrt(N) = 0.0093; 4 sd
     assert abs(exact.mean() / num_draws - 0.5) < 4 * np.sqrt((num_draws + 2) / (12 * num_draws) / num_datasets)
     narrow, _, _ = conjugate_normal_ranks(num_datasets, num_draws, 0.5, seed=3)  # sd halved: U-shaped ranks
-    tests = uniformity_test(narrow, num_draws)
+    tests = uniformity_test(narrow, num_draws, seed=0)
     assert tests["p_chi2"][0] < P_WRONG_MAX and tests["p_ks"][0] < P_WRONG_MAX, tests
     counts = tests["counts"][0]
     assert counts[0] + counts[-1] > 2 * counts[len(counts) // 2 - 1 : len(counts) // 2 + 1].sum()
@@ -100,18 +101,18 @@ def test_distinct_quantities_groups_equal_columns():
 
 def test_bad_inputs_are_refused():
     with pytest.raises(DataError, match="ranks must lie"):
-        uniformity_test(np.array([[0], [12]]), 9)
+        uniformity_test(np.array([[0], [12]]), 9, seed=0)
     with pytest.raises(DataError, match="num_bins"):
-        uniformity_test(np.array([[0], [1]]), 9, num_bins=11)
+        uniformity_test(np.array([[0], [1]]), 9, num_bins=11, seed=0)
     model = tabular_2x2()
     with pytest.raises(DataError, match="method"):
-        sbc(model, None, 4, method="hmc")
+        sbc(model, None, 4, method="hmc", seed=0)
     with pytest.raises(DataError, match="num_datasets"):
-        sbc(model, None, 1)
+        sbc(model, None, 1, seed=0)
     with pytest.raises(SpecError, match="unknown key 'scael'"):
-        sbc(model, {"scael": 2.0}, 4)
+        sbc(model, {"scael": 2.0}, 4, seed=0)
     with pytest.raises(SpecError, match="beta"):
-        sbc(model, {"beta": {"dist": "lognormal", "loc": 1.0, "scale": 0.3}}, 4)
+        sbc(model, {"beta": {"dist": "lognormal", "loc": 1.0, "scale": 0.3}}, 4, seed=0)
 
 
 # ------------------------------------------------------------------ fast: sbc runs and compiles once
@@ -188,7 +189,7 @@ def test_nuts_on_a_two_agent_tabular_game_is_calibrated():
     # (LLVM cannot allocate section memory); the test, not the library, drops them in between.
     import jax
 
-    from bayes_diml.calibration import _bonferroni, uniformity_test
+    from bayes_diml.calibration_ranks import bonferroni
 
     num_draws, parts = 49, []
     for seed in range(11, 15):
@@ -198,7 +199,7 @@ def test_nuts_on_a_two_agent_tabular_game_is_calibrated():
     ranks = np.concatenate([r.ranks for r in parts])
     true_values = np.concatenate([r.true_values for r in parts])
     num_datasets = len(ranks)
-    combined = _bonferroni(uniformity_test(ranks, num_draws)["p_chi2"], true_values)
+    combined = bonferroni(uniformity_test(ranks, num_draws, seed=0)["p_chi2"], true_values)
     assert combined > P_MIN, combined
     band = 4 * np.sqrt((num_draws + 2) / (12 * num_draws) / num_datasets)
     mean_rank = np.concatenate([r.normalised_ranks for r in parts]).mean(axis=0)

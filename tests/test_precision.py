@@ -45,7 +45,7 @@ def test_identifiability_hessian_uses_float64_under_x64(monkeypatch):
         fit = bd.fit(model, data, method="map", seed=0, steps=40, progress=False,
                      laplace=True, num_samples=50, posterior_predictive_draws=1)
         monkeypatch.setattr(likelihood_module, "log_likelihood", spy)
-        report = fit.identifiability()
+        report = fit.identifiability(seed=0)
     assert seen, "the Fisher information did not evaluate the likelihood"
     assert set(seen) == {jnp.dtype(jnp.float64)}, set(seen)
     assert report.eigenvalues.size > 0

@@ -248,7 +248,7 @@ def test_all_names_exist_and_are_public():
     assert needed <= set(bd.__all__), sorted(needed - set(bd.__all__))
 
 
-@pytest.mark.parametrize("name", ["fit", "simulate", "counterfactual"])
+@pytest.mark.parametrize("name", ["fit", "simulate", "counterfactual", "sbc", "sample_queries", "identifiability_report"])
 def test_public_functions_that_draw_take_a_seed_without_default(name):
     parameter = inspect.signature(getattr(bd, name)).parameters["seed"]
     assert parameter.default is inspect.Parameter.empty, f"bd.{name}(seed=...) has a default"

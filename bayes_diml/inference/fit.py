@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ from ..sharding import shard_episodes, shard_padded, to_host, use_sharding
 from .map import run_map
 from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_likelihoods, model_function, observed_payoffs
 from .nuts import run_nuts
+from .potential import SamplerResult
 from .results import Fit, draws_params, predictive_frequencies
 from .svi import run_svi
 
@@ -89,6 +91,38 @@ def fit(
         FitError: the fit met a non-finite loss, gradient or draw; the message
             names the parameter and the step (or draw).
     """
+    _check_method_options(method, options)
+    round_chunk = _checked_round_chunk(round_chunk)
+    data = _checked_data(model, data, method, options)
+    key = as_key(seed)
+    k_fit, k_ppc = jax.random.split(key)
+    observed = _observed(model, data, method, options, shard)
+    start = time.perf_counter()
+    run = _dispatch(method, model_function(model, round_chunk), observed, k_fit, options)
+    wall_seconds = time.perf_counter() - start
+    info = _fit_info(run.info, wall_seconds, method, round_chunk, seed, key, observed.sharded)
+    _check_finite(method, run.posterior)
+    return Fit(
+        model=model, data=data, method=method, posterior=run.posterior, sample_stats=run.stats, info=info,
+        log_likelihood=_pointwise_log_likelihood(model, data, run.posterior, observed, round_chunk, options.get("batch_episodes")),
+        posterior_predictive=predictive_frequencies(model, data, run.posterior, k_ppc, max_draws=posterior_predictive_draws),
+    )
+
+
+class _Observed(NamedTuple):
+    """The data as the samplers take them: ``actions`` and ``mask`` (split over the devices
+    when ``sharded``, padded with dummy episodes), observed ``payoff`` (or ``None``), and
+    the number of real episodes."""
+
+    actions: object
+    mask: object
+    payoff: object
+    num_episodes: int
+    sharded: bool
+
+
+def _check_method_options(method: str, options: dict) -> None:
+    """Refuse an unknown method, options its runner does not take, and options out of range."""
     if method not in METHODS:
         raise DataError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     allowed = [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key", "payoff")]
@@ -96,18 +130,31 @@ def fit(
     if unknown:
         raise DataError(f"fit(method={method!r}): unknown option(s) {unknown}; options: {allowed}")
     _check_options(method, options)
-    if round_chunk is not None:
-        from ..likelihood import _check_round_chunk
 
-        round_chunk = _check_round_chunk(round_chunk)
+
+def _checked_round_chunk(round_chunk: int | None) -> int | None:
+    """``round_chunk`` checked (``likelihood._check_round_chunk``); ``None`` stays ``None``."""
+    if round_chunk is None:
+        return None
+    from ..likelihood import _check_round_chunk
+
+    return _check_round_chunk(round_chunk)
+
+
+def _checked_data(model: Model, data, method: str, options: dict):
+    """``data`` (read first when it is a path), refused unless it fits the model and memory."""
     if isinstance(data, str) or hasattr(data, "__fspath__"):  # a data file
         from ..loading import load_data
 
         data = load_data(data, model)
     check_fit_inputs(model, data)
     _check_memory(model, data, method, options)
-    key = as_key(seed)
-    k_fit, k_ppc = jax.random.split(key)
+    return data
+
+
+def _observed(model: Model, data, method: str, options: dict, shard: bool | None) -> _Observed:
+    """The arrays the runner takes, split over the devices where ``shard`` allows it (not
+    for minibatches, per-episode initial propensities, or NUTS chains one per device)."""
     actions, mask = as_arrays(data)
     payoff = observed_payoffs(data)
     num_episodes = actions.shape[0]
@@ -124,33 +171,39 @@ def fit(
         actions, mask = shard_episodes(actions, mask)
         if payoff is not None:  # dummy episodes: nothing observed
             payoff = shard_padded(payoff, np.nan)
-    start = time.perf_counter()
-    fn = model_function(model, round_chunk)
-    run = METHODS[method](fn, actions, mask, k_fit, payoff=payoff, **options)  # a SamplerResult
-    posterior, stats, info = run.posterior, run.stats, run.info
-    wall_seconds = time.perf_counter() - start
-    info = {
-        **info,
+    return _Observed(actions, mask, payoff, num_episodes, sharded)
+
+
+def _dispatch(method: str, fn, observed: _Observed, key, options: dict) -> SamplerResult:
+    """Run the inference ``method`` names on the model function ``fn``."""
+    return METHODS[method](fn, observed.actions, observed.mask, key, payoff=observed.payoff, **options)
+
+
+def _fit_info(run_info: dict, wall_seconds: float, method: str, round_chunk, seed, key, sharded: bool) -> dict:
+    """The runner's ``info`` with what ``fit`` adds: wall time, method, ``round_chunk``,
+    the seed (an int as given, a key as its key data) and whether the data were sharded."""
+    return {
+        **run_info,
         "wall_seconds": wall_seconds,
         "method": method,
         "round_chunk": round_chunk,
         "seed": seed if isinstance(seed, int) else np.asarray(jax.random.key_data(key)).tolist(),
         "sharded": sharded,
     }
-    _check_finite(method, posterior)
+
+
+def _pointwise_log_likelihood(model: Model, data, posterior: dict, observed: _Observed, round_chunk, batch_episodes):
+    """Each draw's log-likelihood of each real episode, ``(chain, draw, episode)``."""
     from ..resources import pointwise_batch
 
     chains, draws = np.shape(next(iter(posterior.values())))[:2] if posterior else (1, 1)
-    cells = (batch_episodes or num_episodes) * actions.shape[1] * model.num_agents * model.num_actions
+    actions = observed.actions
+    cells = (batch_episodes or observed.num_episodes) * actions.shape[1] * model.num_agents * model.num_actions
     pointwise = draws_log_likelihoods(
-        model, draws_params(model, data, posterior), actions, mask, payoff, batch_size=pointwise_batch(cells),
+        model, draws_params(model, data, posterior), actions, observed.mask, observed.payoff, batch_size=pointwise_batch(cells),
         round_chunk=round_chunk, episode_batch=batch_episodes,
     )
-    return Fit(
-        model=model, data=data, method=method, posterior=posterior, sample_stats=stats, info=info,
-        log_likelihood=to_host(pointwise)[:, :num_episodes].reshape(chains, draws, -1),
-        posterior_predictive=predictive_frequencies(model, data, posterior, k_ppc, max_draws=posterior_predictive_draws),
-    )
+    return to_host(pointwise)[:, :observed.num_episodes].reshape(chains, draws, -1)
 
 
 _COUNT_OPTIONS = {

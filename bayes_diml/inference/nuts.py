@@ -4,6 +4,19 @@ preconditioned at the posterior mode (``preconditioning``).
 ``run_nuts`` takes the NumPyro model (closed over the ``Model``), the data arrays and a
 key, and returns a ``SamplerResult`` whose ``posterior`` maps every latent and
 deterministic site to an array with leading ``(chain, draw)`` axes.
+
+The Laplace frame against NumPyro's own adaptation (``run_nuts``), measured on the shared
+2-core AMD EPYC (load 3-6), 48 x 60 training episodes, 2 chains x (400 + 400): E1 data
+with the tabular family (540 free payoff differences, a log-concave posterior): 15
+leapfrog steps per iteration, 70-115 s per fit, no divergences, 90% coverage of true
+differences 0.91-0.92 over 3 truth draws; with NumPyro's diagonal adaptation it had not
+finished after 360 s. (E2 congestion, 15 coordinates, forced into the frame: 7 leapfrog
+steps per iteration against 14 with NumPyro's dense adaptation, 22 s against 49 s, the
+same posterior; small models keep the adapted dense matrix, validated by the calibration
+study.) Not a cure for every geometry: E3's 64-unit tanh subsidy network has a curvature
+that changes across its posterior (largest Hessian eigenvalue 9e3 at the warm start, 5e4
+at the true parameters), and NUTS still needs hundreds of leapfrog steps per iteration
+there.
 """
 
 from __future__ import annotations
@@ -81,6 +94,14 @@ def _warm_start(fn, z0, args, steps: int = 300):
     return jax.tree.map(lambda v: v[0], z)
 
 
+def _median_start(fn, key, args):
+    """The prior medians in unconstrained coordinates (``init_to_median``), refused
+    (``FitError``) where the log density or its gradient is not finite."""
+    z0 = jax.tree.map(lambda v: v[0], _prior_starts(fn, jax.random.split(key, 1), *args, init_strategy=init_to_median))
+    _check_start(fn, z0, args, "NUTS")
+    return z0
+
+
 def run_nuts(
     fn,
     actions,
@@ -116,75 +137,31 @@ def run_nuts(
     warmup draws) would be singular or noisy. Chains then start at dispersed draws of
     the Laplace approximation (``_frame_starts``).
 
-    Measured on the shared 2-core AMD EPYC (load 3-6), 48 x 60 training episodes, 2 chains
-    x (400 + 400): E1 data with the tabular family (540 free payoff differences, a
-    log-concave posterior): 15 leapfrog steps per iteration, 70-115 s per fit, no
-    divergences, 90% coverage of true differences 0.91-0.92 over 3 truth draws; with
-    NumPyro's diagonal adaptation it had not finished after 360 s. (E2 congestion, 15
-    coordinates, forced into the frame: 7 leapfrog steps per iteration against 14 with
-    NumPyro's dense adaptation, 22 s against 49 s, the same posterior; small models keep
-    the adapted dense matrix, validated by the calibration study.) Not a cure for every geometry: E3's 64-unit tanh
-    subsidy network has a curvature that changes across its posterior (largest
-    Hessian eigenvalue 9e3 at the warm start, 5e4 at the true parameters), and NUTS
-    still needs hundreds of leapfrog steps per iteration there.
+    Measurements: the module docstring.
 
     Without ``dense_mass`` (or where the Hessian is not finite) NUTS samples the model's
     unconstrained coordinates with a diagonal mass matrix, all chains from the warm start.
     """
     args = (actions, mask, payoff)
     k_init, k_run = jax.random.split(key)
-    k_starts = jax.random.fold_in(k_init, 1)
-    z0 = jax.tree.map(lambda v: v[0], _prior_starts(fn, jax.random.split(k_init, 1), *args, init_strategy=init_to_median))
-    _check_start(fn, z0, args, "NUTS")
+    z0 = _median_start(fn, k_init, args)
     dim = int(jax.flatten_util.ravel_pytree(z0)[0].size)
     if dense_mass is None:
         dense_mass = dim <= DENSE_MASS_MAX_DIM
     chain_method = nuts_chain_method(num_chains, chain_method)
     z_start = _warm_start(fn, z0, args, warm_start_steps) if warm_start_steps > 0 else z0
     frame = _laplace_frame(fn, z_start, args) if dense_mass and dim > ADAPTED_DENSE_MAX_DIM else None
+    nuts = {"target_accept_prob": target_accept, "max_tree_depth": max_tree_depth}
     if frame is not None:
-        potential = _frame_potential(fn, frame, args)
-        kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
-        init_params = _frame_starts(fn, frame, k_starts, num_chains, args)
-        init_params = init_params if num_chains > 1 else init_params[0]
-        run_args = ()
+        kernel, init_params, run_args = _frame_kernel(fn, frame, jax.random.fold_in(k_init, 1), num_chains, args, nuts)
     else:
-        kernel = NUTS(
-            fn,
-            dense_mass=bool(dense_mass),
-            target_accept_prob=target_accept,
-            max_tree_depth=max_tree_depth,
-            inverse_mass_matrix=_inverse_hessian(fn, z_start, args) if dense_mass else None,
-        )
-        init_params = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains, *v.shape)), z_start) if num_chains > 1 else z_start
-        run_args = args
-    # NumPyro's sampling loop (``fori_collect``) wraps its body in a fresh ``jax.jit`` on every
-    # run, so each NUTS fit compiles that loop once; the warm start above compiles once per shape.
+        kernel, init_params, run_args = _unconstrained_kernel(fn, z_start, bool(dense_mass), num_chains, args, nuts)
     mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=chain_method,
-        progress_bar=progress,
+        kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, chain_method=chain_method, progress_bar=progress
     )
-    start = time.perf_counter()
-    mcmc.run(k_run, *run_args, extra_fields=_NUTS_FIELDS, init_params=init_params)
-    jax.block_until_ready((mcmc.get_samples(), mcmc.get_extra_fields()))  # JAX dispatches asynchronously
-    seconds = time.perf_counter() - start
-    if frame is not None:
-        w = jnp.asarray(mcmc.get_samples(group_by_chain=True)).reshape(num_chains * num_samples, dim)
-        zs = jax.vmap(frame.unravel)(frame.center + w @ frame.basis.T)
-        posterior = {
-            k: np.asarray(v).reshape(num_chains, num_samples, *np.shape(v)[1:]) for k, v in _constrain(fn, zs, *args).items()
-        }
-    else:
-        posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    fields = mcmc.get_extra_fields(group_by_chain=True)
-    stats = {_STAT_NAMES[k]: np.asarray(v) for k, v in fields.items()}
-    _check_draws("NUTS", posterior, stats["lp"], fn, args, list(z0))
-    stats["lp"] = -stats["lp"]
-    stats["tree_depth"] = np.floor(np.log2(stats["n_steps"])).astype(int) + 1
+    seconds = _run_mcmc(mcmc, k_run, run_args, init_params)
+    posterior = _posterior(mcmc, fn, frame, args)
+    stats = _sample_stats(mcmc, posterior, fn, args, list(z0))
     info = {
         "num_chains": num_chains,
         "num_warmup": num_warmup,
@@ -201,3 +178,54 @@ def run_nuts(
         "divergences": int(np.sum(stats["diverging"])),
     }
     return SamplerResult(posterior, stats, info)
+
+
+def _run_mcmc(mcmc, key, run_args, init_params) -> float:
+    """Warm up and sample (with ``_NUTS_FIELDS``); returns the seconds it took."""
+    # NumPyro's sampling loop (``fori_collect``) wraps its body in a fresh ``jax.jit`` on every
+    # run, so each NUTS fit compiles that loop once; the warm start compiles once per shape.
+    start = time.perf_counter()
+    mcmc.run(key, *run_args, extra_fields=_NUTS_FIELDS, init_params=init_params)
+    jax.block_until_ready((mcmc.get_samples(), mcmc.get_extra_fields()))  # JAX dispatches asynchronously
+    return time.perf_counter() - start
+
+
+def _frame_kernel(fn, frame, key, num_chains: int, args, nuts: dict):
+    """NUTS on the potential in the Laplace frame's coordinates ``w`` (diagonal mass matrix
+    adapted in ``w``), chains started at dispersed draws of the Laplace approximation.
+    Returns ``(kernel, init_params, run_args)``."""
+    kernel = NUTS(potential_fn=_frame_potential(fn, frame, args), **nuts)
+    init_params = _frame_starts(fn, frame, key, num_chains, args)
+    return kernel, init_params if num_chains > 1 else init_params[0], ()
+
+
+def _unconstrained_kernel(fn, z_start, dense_mass: bool, num_chains: int, args, nuts: dict):
+    """NUTS on the model's unconstrained coordinates, every chain from ``z_start``; a dense
+    mass matrix (NumPyro's adaptation, started from the inverse Hessian at ``z_start``) or
+    a diagonal one. Returns ``(kernel, init_params, run_args)``."""
+    kernel = NUTS(fn, dense_mass=dense_mass, inverse_mass_matrix=_inverse_hessian(fn, z_start, args) if dense_mass else None, **nuts)
+    init_params = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_chains, *v.shape)), z_start) if num_chains > 1 else z_start
+    return kernel, init_params, args
+
+
+def _posterior(mcmc, fn, frame, args) -> dict:
+    """Every latent and deterministic site of the draws, leading ``(chain, draw)`` axes; draws
+    in the Laplace frame (``frame`` not ``None``) are mapped back to the model's coordinates."""
+    samples = mcmc.get_samples(group_by_chain=True)
+    if frame is None:
+        return {k: np.asarray(v) for k, v in samples.items()}
+    num_chains, num_samples = np.shape(samples)[:2]
+    w = jnp.asarray(samples).reshape(num_chains * num_samples, -1)
+    zs = jax.vmap(frame.unravel)(frame.center + w @ frame.basis.T)
+    return {k: np.asarray(v).reshape(num_chains, num_samples, *np.shape(v)[1:]) for k, v in _constrain(fn, zs, *args).items()}
+
+
+def _sample_stats(mcmc, posterior: dict, fn, args, sites: list) -> dict:
+    """NUTS's sample statistics under the package's names (``_STAT_NAMES``), after the draws
+    are checked to be finite (``watch._check_draws``); ``lp`` is the log joint."""
+    fields = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {_STAT_NAMES[k]: np.asarray(v) for k, v in fields.items()}
+    _check_draws("NUTS", posterior, stats["lp"], fn, args, sites)
+    stats["lp"] = -stats["lp"]
+    stats["tree_depth"] = np.floor(np.log2(stats["n_steps"])).astype(int) + 1
+    return stats

@@ -69,7 +69,7 @@ def parse_queries(queries, data, source: str = "queries") -> tuple[pd.DataFrame,
         try:
             queries = pd.read_csv(queries, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         except UnicodeDecodeError as err:
-            from ..trajectories import _first_non_utf8
+            from .._table_files import _first_non_utf8
 
             offset, line, reason = _first_non_utf8(queries) or (err.start, None, err.reason)
             where = "" if line is None else f", line {line}"

@@ -242,11 +242,11 @@ class Fit:
 
         return payoff_differences(self, queries, truth=truth)
 
-    def identifiability(self, queries=None):
+    def identifiability(self, queries=None, *, seed):
         """Identifiability report; see ``bayes_diml.inference.identifiability``."""
         from .identifiability import identifiability_report
 
-        return identifiability_report(self, queries)
+        return identifiability_report(self, queries, seed=seed)
 
     def counterfactual(self, *, mechanism=None, learner=None, num_episodes, num_rounds, seed, max_draws=200):
         """Credible counterfactual play; see ``bayes_diml.inference.counterfactual``."""

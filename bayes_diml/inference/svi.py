@@ -121,6 +121,57 @@ def _subsampled(fn, batch_episodes: int):
     return functools.partial(fn, batch_episodes=batch_episodes)
 
 
+def _warm_start(fn, args, key, map_steps: int, learning_rate: float, block: int, progress: bool):
+    """The guide's starting means: ``map_steps`` MAP steps (``map._map_optimize``, one
+    restart) from a shrunk prior draw, or that draw when ``map_steps`` is 0."""
+    if map_steps > 0:
+        try:
+            z, _, _ = _map_optimize(fn, args, key, map_steps, learning_rate, 1, block, progress)
+        except FitError as err:
+            raise FitError(f"SVI warm start: {err}") from None
+    else:
+        z = _prior_starts(fn, jax.random.split(key, 1), *args)
+    return jax.tree.map(lambda v: v[0], z)
+
+
+def _start_params(svi, guide: str, z: dict, key, args) -> dict:
+    """The guide's unconstrained parameters with its means at ``z`` (the guide set up first,
+    once per configuration)."""
+    if svi.guide.prototype_trace is None:
+        svi.init(key, *args)  # sets the guide up (once per configuration)
+    if guide == "normal":
+        start_locs = {f"{name}_{svi.guide.prefix}_loc": value for name, value in z.items()}
+    else:
+        # the low-rank guide's loc is the latents flattened in the guide's own site order
+        flat = jnp.concatenate([jnp.reshape(z[name], -1) for name in svi.guide._init_locs])
+        start_locs = {f"{svi.guide.prefix}_loc": flat}
+    return svi.optim.get_params(svi.init(key, *args, init_params=start_locs).optim_state)  # unconstrained
+
+
+def _svi_steps(svi, fn, params: dict, key, args, learning_rate: float, steps: int, block: int, progress: bool):
+    """``steps`` Adam steps on the ELBO, ``block`` at a time (``_svi_block``), the host
+    raising ``FitError`` after the block with the first non-finite loss or gradient.
+    Returns ``(params, losses (steps,), seconds)``."""
+    from tqdm.auto import tqdm
+
+    optimizer = _adam(learning_rate)
+    state = optimizer.init(params)
+    watch = _watch_start(params, _loss_dtype())
+    sites = _guide_sites(svi.guide, _site_labeller(fn))
+    block = max(1, min(block, steps))
+    num_blocks = -(-steps // block)
+    start = time.perf_counter()
+    losses = []
+    for b in tqdm(range(num_blocks), desc="SVI", disable=not progress, unit=f"x{block} steps"):
+        (params, state, watch), block_losses = _svi_block(
+            svi, optimizer, block, params, state, key, min(block, steps - b * block), *args, watch, b * block
+        )
+        losses.append(np.asarray(block_losses))
+        _raise_if_bad(watch, "SVI", steps, sites)
+    losses = np.concatenate(losses)[:steps]
+    return params, losses, time.perf_counter() - start
+
+
 def run_svi(
     fn,
     actions,
@@ -156,8 +207,6 @@ def run_svi(
     ``block`` at a time in one compiled call (a shorter last block is masked), with
     every step's loss and gradient watched: ``FitError`` at the first non-finite one.
     """
-    from tqdm.auto import tqdm
-
     args = (actions, mask, payoff)
     num_episodes = int(actions.shape[0])
     if batch_episodes is not None:
@@ -166,40 +215,10 @@ def run_svi(
         fn = _subsampled(fn, int(batch_episodes))
     map_steps = steps // 2 if map_steps is None else map_steps
     k_map, k_init, k_run, k_draw = jax.random.split(key, 4)
-    if map_steps > 0:
-        try:
-            z, _, _ = _map_optimize(fn, args, k_map, map_steps, map_learning_rate, 1, block, progress)
-        except FitError as err:
-            raise FitError(f"SVI warm start: {err}") from None
-    else:
-        z = _prior_starts(fn, jax.random.split(k_map, 1), *args)
-    z = jax.tree.map(lambda v: v[0], z)
+    z = _warm_start(fn, args, k_map, map_steps, map_learning_rate, block, progress)
     svi = _svi_program_for(fn, guide, rank, num_particles, args)
-    if svi.guide.prototype_trace is None:
-        svi.init(k_init, *args)  # sets the guide up (once per configuration)
-    if guide == "normal":
-        start_locs = {f"{name}_{svi.guide.prefix}_loc": value for name, value in z.items()}
-    else:
-        # the low-rank guide's loc is the latents flattened in the guide's own site order
-        flat = jnp.concatenate([jnp.reshape(z[name], -1) for name in svi.guide._init_locs])
-        start_locs = {f"{svi.guide.prefix}_loc": flat}
-    params = svi.optim.get_params(svi.init(k_init, *args, init_params=start_locs).optim_state)  # unconstrained
-    optimizer = _adam(learning_rate)
-    state = optimizer.init(params)
-    watch = _watch_start(params, _loss_dtype())
-    sites = _guide_sites(svi.guide, _site_labeller(fn))
-    block = max(1, min(block, steps))
-    num_blocks = -(-steps // block)
-    start = time.perf_counter()
-    losses = []
-    for b in tqdm(range(num_blocks), desc="SVI", disable=not progress, unit=f"x{block} steps"):
-        (params, state, watch), block_losses = _svi_block(
-            svi, optimizer, block, params, state, k_run, min(block, steps - b * block), *args, watch, b * block
-        )
-        losses.append(np.asarray(block_losses))
-        _raise_if_bad(watch, "SVI", steps, sites)
-    losses = np.concatenate(losses)[:steps]
-    seconds = time.perf_counter() - start
+    params = _start_params(svi, guide, z, k_init, args)
+    params, losses, seconds = _svi_steps(svi, fn, params, k_run, args, learning_rate, steps, block, progress)
     samples = _guide_draws(svi, k_draw, svi.constrain_fn(params), num_samples, *args)
     posterior = {k: np.asarray(v)[None] for k, v in samples.items()}
     info = {

@@ -24,7 +24,7 @@ actions enter the likelihood: ``shift_invariant = False`` (docs/design.md §3).
 
 from __future__ import annotations
 
-from .base import Learner, check_domains, initial_state, one_hot_actions, per_agent
+from .base import make_learner, one_hot_actions, per_agent
 from .logit_q import logit_log_policy
 
 __all__ = ["bandit_q"]
@@ -37,13 +37,5 @@ def _transition(params, U, actions, t):
     return 1.0 - step, step * U
 
 
-bandit_q = Learner(
-    name="bandit_q",
-    param_names=PARAM_NAMES,
-    shift_invariant=False,
-    init=initial_state,
-    log_policy=logit_log_policy,
-    transition=_transition,
-    check_params=lambda params, where="learner": check_domains(params, where, PARAM_NAMES),
-)
+bandit_q = make_learner("bandit_q", PARAM_NAMES, shift_invariant=False, log_policy=logit_log_policy, transition=_transition)
 """Bandit-feedback logit Q-learning; see the module docstring."""

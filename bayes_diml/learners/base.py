@@ -26,6 +26,7 @@ from ..priors import Domain, Interval, Prior
 
 __all__ = [
     "Learner",
+    "make_learner",
     "step_coefficients",
     "apply_step",
     "per_agent",
@@ -117,6 +118,33 @@ def check_domains(params: Params, where: str, names: tuple[str, ...]) -> None:
         domain = PARAMETER_DOMAINS[name]
         if not np.all(np.isfinite(value)) or not np.all(domain.interval.contains(value)):
             raise SpecError(f"{where}: learner parameter '{name}' = {value.tolist()}: {name} must be {domain.describe()}")
+
+
+def make_learner(
+    name: str,
+    param_names: tuple[str, ...],
+    *,
+    shift_invariant: bool,
+    log_policy: Callable[[Params, Array, Array], Array],
+    transition: Callable[[Params, Array, Array, Array], tuple[Array, Array]],
+    scale_param: str = "beta",
+) -> Learner:
+    """A ``Learner`` with the package's common parts: ``Q_0`` from ``initial_state`` and
+    fixed values checked against ``PARAMETER_DOMAINS`` (``check_domains`` over ``param_names``)."""
+
+    def check_params(params: Params, where: str = "learner") -> None:
+        check_domains(params, where, param_names)
+
+    return Learner(
+        name=name,
+        param_names=param_names,
+        shift_invariant=shift_invariant,
+        init=initial_state,
+        log_policy=log_policy,
+        transition=transition,
+        check_params=check_params,
+        scale_param=scale_param,
+    )
 
 
 def step_coefficients(learner: Learner, params: Params, U: Array, actions: Array, present: Array, t) -> tuple[Array, Array]:

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .base import Learner, check_domains, initial_state, one_hot_actions, per_agent
+from .base import make_learner, one_hot_actions, per_agent
 from .logit_q import logit_log_policy
 
 __all__ = ["ewa", "experience_weight"]
@@ -92,13 +92,5 @@ def _transition(params, U, actions, t):
     return phi * before / after, weight * U / after
 
 
-ewa = Learner(
-    name="ewa",
-    param_names=PARAM_NAMES,
-    shift_invariant=False,
-    init=initial_state,
-    log_policy=logit_log_policy,
-    transition=_transition,
-    check_params=lambda params, where="learner": check_domains(params, where, PARAM_NAMES),
-)
+ewa = make_learner("ewa", PARAM_NAMES, shift_invariant=False, log_policy=logit_log_policy, transition=_transition)
 """Experience-weighted attraction (Camerer & Ho 1999); see the module docstring."""

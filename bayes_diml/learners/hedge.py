@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .base import Learner, check_domains, initial_state
+from .base import make_learner
 from .logit_q import log_policy_epsilon_softmax
 
 __all__ = ["hedge"]
@@ -42,14 +42,5 @@ def _transition(params, U, actions, t):
     return jnp.ones_like(U), U
 
 
-hedge = Learner(
-    name="hedge",
-    param_names=PARAM_NAMES,
-    shift_invariant=True,
-    init=initial_state,
-    log_policy=_log_policy,
-    transition=_transition,
-    check_params=lambda params, where="learner": check_domains(params, where, PARAM_NAMES),
-    scale_param="eta",
-)
+hedge = make_learner("hedge", PARAM_NAMES, shift_invariant=True, log_policy=_log_policy, transition=_transition, scale_param="eta")
 """Hedge / exponential weights (Freund & Schapire 1997); see the module docstring."""

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._types import Array, Params
-from .base import Learner, check_domains, initial_state, per_agent
+from .base import Learner, make_learner, per_agent
 
 __all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax", "logit_log_policy"]
 
@@ -53,15 +53,7 @@ def _make(name: str, step_name: str, step_size) -> Learner:
         alpha = per_agent(step_size(params, t))
         return 1.0 - alpha, alpha * U
 
-    return Learner(
-        name=name,
-        param_names=("beta", "eps", step_name),
-        shift_invariant=True,
-        init=initial_state,
-        log_policy=logit_log_policy,
-        transition=transition,
-        check_params=lambda params, where="learner": check_domains(params, where, ("beta", "eps", step_name)),
-    )
+    return make_learner(name, ("beta", "eps", step_name), shift_invariant=True, log_policy=logit_log_policy, transition=transition)
 
 
 logit_q = _make("logit_q", "alpha", lambda params, t: params["alpha"])
