@@ -13,7 +13,7 @@ int or a JAX key) with no default. Anything not listed is internal and may chang
 
 from . import plots
 from .calibration import sbc
-from .errors import DataError, FitError, SpecError
+from .errors import DataError, FitError, SpecError, UncalibratedWarning
 from .inference import Fit, compare, fit, load_fit
 from .inference.counterfactual import counterfactual
 from .inference.diagnostics import diagnose, sensitivity, summary
@@ -42,6 +42,7 @@ __all__ = [
     "DataError",
     "SpecError",
     "FitError",
+    "UncalibratedWarning",
     # building a model
     "Model",
     "Prior",

@@ -102,13 +102,21 @@ def _fit(verbs) -> argparse.ArgumentParser:
     p = verbs.add_parser("fit", help="fit a model to data and write a run folder")
     p.add_argument("spec", help="model spec (TOML)")
     p.add_argument("--data", required=True, help="long-format CSV or Parquet")
-    p.add_argument("--method", choices=("nuts", "svi", "map"), default="nuts", help="inference method (default nuts)")
+    p.add_argument(
+        "--method", choices=("auto", "nuts", "svi", "map"), default="auto",
+        help="inference method (default auto: NUTS for tabular and structured families and the neural function-space "
+             "prior, low-rank SVI for neural weight-space and anonymous mechanisms; the run says which ran and why)",
+    )
     p.add_argument("--out", required=True, help="run folder to create")
     _seed(p)
-    p.add_argument("--chains", type=_positive_int, default=4, help="NUTS chains (default 4)")
-    p.add_argument("--warmup", type=_positive_int, default=500, help="NUTS warmup iterations (default 500)")
-    p.add_argument("--samples", type=_positive_int, default=500, help="draws per chain (NUTS) or from the guide (SVI)")
-    p.add_argument("--steps", type=_positive_int, default=2000, help="SVI / MAP optimisation steps")
+    p.add_argument("--chains", type=_positive_int, help="NUTS chains (default 4; with auto, what it picks)")
+    p.add_argument("--warmup", type=_positive_int, help="NUTS warmup iterations (default 500; with auto, what it picks)")
+    p.add_argument("--samples", type=_positive_int,
+                   help="draws per chain (NUTS) or from the guide (SVI) (default 500; with auto, what it picks)")
+    p.add_argument("--steps", type=_positive_int, help="SVI / MAP optimisation steps (default 2000)")
+    p.add_argument("--accept-uncalibrated", action="store_true",
+                   help="run SVI on a neural (weight-space) or anonymous mechanism without the warning that its "
+                        "intervals were measured too narrow")
     _overwrite(p, "replace an existing run folder written by bayes-diml (never any other folder or file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

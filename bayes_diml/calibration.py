@@ -17,9 +17,9 @@ the NumPyro model, and identified payoff differences
 
 SBC validates the shipped sampler: every dataset is fitted by the runner
 ``bayes_diml.fit`` calls (``inference.nuts.run_nuts`` or ``inference.svi.run_svi``,
-with the same model function, warm start and mass matrix: NumPyro's dense
-adaptation up to ``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates, the Laplace frame
-above). Prior draws and simulations are one jitted function of a batch of dataset
+with the same model function, warm start and mass matrix: the Laplace frame above
+``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates, 0 as shipped, NumPyro's dense adaptation
+below). Prior draws and simulations are one jitted function of a batch of dataset
 keys, ``vmap``-ed over datasets and compiled once (batches of equal size, the last
 one padded); ranks are one jitted function of the draws; a progress bar runs over
 datasets. The ranks' statistics, their uniformity tests and the result record
@@ -147,9 +147,9 @@ def _posterior_draws(setup: _Setup, actions, key) -> tuple[dict, int, dict]:
 
     NUTS runs ``num_chains`` chains of ``thin * L / num_chains`` draws after ``num_warmup``
     warmup steps and keeps every ``thin``-th draw of each chain; its mass matrix is the
-    shipped one (``dense_mass=None``: NumPyro's dense adaptation started from the inverse
-    Hessian up to ``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates, the Laplace frame above,
-    a diagonal one above ``nuts.DENSE_MASS_MAX_DIM``). SVI draws ``L`` times from its
+    shipped one (``dense_mass=None``: the Laplace frame above ``nuts.ADAPTED_DENSE_MAX_DIM``
+    coordinates, 0 as shipped, NumPyro's dense adaptation below; a diagonal one above
+    ``nuts.DENSE_MASS_MAX_DIM``). SVI draws ``L`` times from its
     fitted guide.
     """
     from .inference.numpyro_model import model_function

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from . import _cli_parser
@@ -86,18 +87,44 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+_FIT_FLAGS = {  # flag's attribute -> (fit option, default with an explicit --method)
+    "chains": ("num_chains", 4),
+    "warmup": ("num_warmup", 500),
+    "samples": ("num_samples", 500),
+    "steps": ("steps", 2000),
+}
+_METHOD_FLAGS = {"nuts": ("chains", "warmup", "samples"), "svi": ("steps", "samples"), "map": ("steps",)}
+
+
 def _method_options(args) -> dict:
+    """The fit's options from the flags: with an explicit method, its flags (given or
+    their defaults); with ``auto``, only the flags given (``fit`` drops those the chosen
+    method does not take, and the rule's own settings fill the rest)."""
     options = {"progress": not args.no_progress}
-    if args.method == "nuts":
-        options.update(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
-    elif args.method == "svi":
-        options.update(steps=args.steps, num_samples=args.samples)
-    else:
-        options.update(steps=args.steps)
+    for flag in _METHOD_FLAGS.get(args.method, tuple(_FIT_FLAGS)):
+        name, default = _FIT_FLAGS[flag]
+        value = getattr(args, flag)
+        if value is not None or args.method != "auto":
+            options[name] = default if value is None else value
     return options
 
 
+def _uncalibrated_printer(previous):
+    """A ``warnings.showwarning`` for ``fit``: an ``UncalibratedWarning`` as one
+    ``warning: ...`` line on stderr, any other warning passed to ``previous``."""
+    from .errors import UncalibratedWarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UncalibratedWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def cmd_fit(args) -> int:
+    from .errors import UncalibratedWarning
     from .inference import fit
     from .loading import load_data
     from .run_folder import save_run
@@ -107,11 +134,25 @@ def cmd_fit(args) -> int:
     out = Path(args.out)
     _check_out_folder(out, args.overwrite)
     data = load_data(args.data, model)
-    result = fit(model, data, method=args.method, seed=args.seed, **_method_options(args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UncalibratedWarning)
+        warnings.showwarning = _uncalibrated_printer(warnings.showwarning)
+        result = fit(
+            model, data, method=args.method, seed=args.seed, accept_uncalibrated=args.accept_uncalibrated,
+            **_method_options(args),
+        )
     saved = save_run(result, out, overwrite=args.overwrite, data_path=args.data)
-    print(f"wrote {out}/ ({args.method}, {result.info['wall_seconds']:.1f} s)")
+    print(f"wrote {out}/ ({result.method}, {result.info['wall_seconds']:.1f} s)")
+    print(_method_line(result.info))
     _print_verdicts(saved)
     return 0
+
+
+def _method_line(info: dict) -> str:
+    """Which method ran and why, in one line."""
+    if info.get("method_requested") == "auto":
+        return f"method: {info.get('method')} (chosen by --method auto: {info.get('method_reason', '')})"
+    return f"method: {info.get('method')} (as requested with --method)"
 
 
 def _print_verdicts(saved) -> None:

@@ -1,6 +1,6 @@
 """Exceptions: bad input (raised before anything is traced) and failed fits."""
 
-__all__ = ["DataError", "SpecError", "FitError", "ResourceError"]
+__all__ = ["DataError", "SpecError", "FitError", "ResourceError", "UncalibratedWarning"]
 
 
 class DataError(ValueError):
@@ -27,4 +27,13 @@ class FitError(RuntimeError):
     value or gradient was not finite, e.g. ``SVI step 37 of 2000: the gradient
     of 'mechanism.c1' is NaN (loss was finite: -123.4)``; a fit never returns a
     silently non-finite posterior.
+    """
+
+
+class UncalibratedWarning(UserWarning):
+    """A fit whose intervals were measured too narrow on this family (or never checked
+    against a truth), e.g. SVI on a neural mechanism with a prior over its weights
+    (``inference.auto.calibration_warning``). The message gives the measured coverage and
+    what to use instead; ``fit(..., accept_uncalibrated=True)`` (``--accept-uncalibrated``)
+    silences it.
     """

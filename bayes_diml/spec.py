@@ -248,6 +248,7 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
             mech_truth[key] = mechanism.truth_from_table(key, value, action_labels, f"{source} [mechanism.truth.{key}]")
             continue
         mech_truth[key] = numeric_array(value, f"{where} '{key}'", SpecError)
+    mech_truth = mechanism.truth_params(mech_truth, where)
     mechanism.check_params(mech_truth, where)
 
     learner_truth_section = learner_section.get("truth", {})
@@ -298,8 +299,9 @@ def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]
     if model.agent_labels is not None:
         game["agent_labels"] = list(model.agent_labels)
     mech, files = mechanism.spec_table()
-    if model.mechanism_prior:
-        mech["prior"] = dict(model.mechanism_prior)
+    prior = {**mech.pop("prior", {}), **model.mechanism_prior}  # a family may name prior options it needs
+    if prior:
+        mech["prior"] = prior
     learner: dict[str, Any] = {"rule": model.learner.name}
     for name, value in model.learner_params.items():
         learner[name] = value.to_toml() if isinstance(value, Prior) else float(value)

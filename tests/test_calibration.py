@@ -141,9 +141,9 @@ def test_tiny_sbc_runs_and_compiles_once(monkeypatch):
                  init_steps=10, max_tree_depth=4, batch_size=2, seed=0, progress=False)
     assert calibration.TRACE_COUNT - before == 1
     # each dataset is fitted by the shipped runner, with the settings asked for
-    assert len(infos) == 3 and all(i["mass_matrix"] == "adapted dense" and i["warm_start_steps"] == 10 for i in infos)
+    assert len(infos) == 3 and all(i["mass_matrix"] == "laplace frame" and i["warm_start_steps"] == 10 for i in infos)
     assert all(i["num_samples"] == 9 and i["num_warmup"] == 20 and i["max_tree_depth"] == 4 for i in infos)
-    assert result.settings["mass_matrix"] == "adapted dense"
+    assert result.settings["mass_matrix"] == "laplace frame"
     assert result.ranks.shape == (3, 9) and result.ranks.min() >= 0 and result.ranks.max() <= 9
     assert result.kinds.count("parameter") == 5 and result.kinds.count("difference") == 4
     assert "alpha" in result.quantities and result.settings["mechanism_prior"] == {"scale": 2.0}
@@ -216,7 +216,8 @@ LAPLACE_FRAME_SBC = dict(num_episodes=2, num_rounds=10, num_draws=19, thin=2, nu
 
 def laplace_frame_game() -> Model:
     """2 agents x 11 actions, tabular: 2 x 11 x 10 = 220 free payoff differences (the gauge
-    pins action 0), above ``nuts.ADAPTED_DENSE_MAX_DIM`` = 200."""
+    pins action 0): a Laplace frame of a few hundred coordinates (the frame runs at every
+    size above ``nuts.ADAPTED_DENSE_MAX_DIM``, 0 as shipped)."""
     return Model(Tabular(num_agents=2, num_actions=11), logit_q, dict(LEARNER))
 
 
@@ -228,8 +229,8 @@ def difference_p_value(result) -> float:
 
 @pytest.mark.slow
 def test_nuts_in_the_laplace_frame_is_calibrated(monkeypatch):
-    """SBC through the shipped sampler above ``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates
-    (``run_nuts`` samples in the Laplace frame); 30 datasets of 2 episodes x 10 rounds.
+    """SBC through the shipped sampler at 220 coordinates (``run_nuts`` samples in the
+    Laplace frame); 30 datasets of 2 episodes x 10 rounds.
 
     Bounds: neither the combined (Bonferroni) p-value over all distinct quantities nor the
     one over the 4 difference queries rejects calibration at 0.01 (each does so with

@@ -28,7 +28,8 @@ What each kind gets
     ``models/e2_congestion.toml``). Declared substitutions, both by monkeypatching:
 
     1. ``bayes_diml.fit`` is wrapped so that NUTS runs at most 2 chains x (30 warmup + 50
-       draws), SVI at most 200 steps and 100 draws, and MAP at most 200 steps, without
+       draws), SVI at most 200 steps and 100 draws, and MAP at most 200 steps (``auto``:
+       the NUTS and SVI caps, of which ``fit`` keeps those of the method it picks), without
        progress bars; every other argument passes unchanged. Why: a fit at the documented
        sizes takes minutes on CI's 2 cores, and what a block must show is that it runs.
     2. ``jax.distributed.initialize`` is a no-op: it needs a multi-process launcher; the
@@ -60,8 +61,8 @@ What each kind gets
     (minutes to hours), elided commands, and any command reading an output of a
     parse-only command. Declared substitutions: ``fit`` gets ``--chains 2 --warmup 30
     --samples 50`` (NUTS: 100 draws, the least ``compare`` accepts), ``--steps 200
-    --samples 100`` (SVI) or ``--steps 200`` (MAP), each only where the written (or
-    default) value is larger, and ``--no-progress``. Inputs no
+    --samples 100`` (SVI) or ``--steps 200`` (MAP) (``--method auto``, the default: all of
+    them), each only where the written (or default) value is larger, and ``--no-progress``. Inputs no
     command of the block writes are prepared on first use (``RECIPES``): ``q.csv`` (5
     sampled queries), ``test.csv`` (4 x 20 simulated held-out episodes), ``run_a`` and
     ``run_b`` (copies of the block's ``run``); any other missing input fails the test.
@@ -83,7 +84,7 @@ What each kind gets
     Ignored by kind, except ``$ bayes-diml`` command lines inside them (parsed, above).
 
 Blocks that run NUTS (a python block calling ``fit(`` with ``"nuts"``, or an executed
-``bayes-diml fit --method nuts``) are marked ``slow``: 20-60 s each on a shared 2-core CPU,
+``bayes-diml fit`` with ``--method nuts`` or ``auto``) are marked ``slow``: 20-60 s each on a shared 2-core CPU,
 mostly compilation. The SVI blocks take 5-15 s, the rest of this file a few seconds.
 ``python tests/test_docs.py`` prints what is checked where.
 """
@@ -132,6 +133,7 @@ CLI_FIT_CAP = {
     "svi": {"--steps": ("steps", 200), "--samples": ("samples", 100)},
     "map": {"--steps": ("steps", 200)},
 }
+CLI_FIT_CAP["auto"] = {**CLI_FIT_CAP["nuts"], **CLI_FIT_CAP["svi"]}  # what auto picks takes its own flags
 
 
 # ------------------------------------------------------------------ extraction
@@ -427,8 +429,8 @@ def _workdir(tmp_path: Path, prepared: Path | None = None) -> Path:
 
 
 def _capped_fit(original):
-    def fit(model, data, method="nuts", *, seed, **options):  # seed: required, as in bd.fit
-        caps = {"nuts": NUTS_CAP, "svi": SVI_CAP, "map": MAP_CAP}.get(method, {})
+    def fit(model, data, method="auto", *, seed, **options):  # seed: required, as in bd.fit
+        caps = {"nuts": NUTS_CAP, "svi": SVI_CAP, "map": MAP_CAP, "auto": {**NUTS_CAP, **SVI_CAP}}.get(method, {})
         for key, cap in caps.items():
             options[key] = min(options.get(key, cap), cap)
         options.setdefault("progress", False)
@@ -578,7 +580,8 @@ def _inputs(verb: str, ns: argparse.Namespace) -> list[str]:
 def _fit_substitutions(ns: argparse.Namespace) -> list[str]:
     extra = ["--no-progress"]
     for flag, (attr, cap) in CLI_FIT_CAP[ns.method].items():
-        if getattr(ns, attr) > cap:
+        value = getattr(ns, attr)  # None: not given, the default (always above the cap)
+        if value is None or value > cap:
             extra += [flag, str(cap)]
     return extra
 
@@ -664,7 +667,7 @@ def _runs_nuts(block: Block) -> bool:
         return "fit(" in block.text and "nuts" in block.text
     try:
         return any(
-            s.action == "execute" and s.parsed.verb == "fit" and s.parsed.namespace.method == "nuts"
+            s.action == "execute" and s.parsed.verb == "fit" and s.parsed.namespace.method in ("nuts", "auto")
             for s in plan_shell_block(block)
         )
     except (AssertionError, ValueError):  # a command that does not parse: the test itself reports it

@@ -38,7 +38,7 @@ DUMMY = (jnp.zeros((1, 2, 3), jnp.int32), jnp.zeros((1, 2, 3), bool))
 def gaussian_runs():
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nuts, "ADAPTED_DENSE_MAX_DIM", 0)  # the frame at any size (default: above 200)
+        patch.setattr(nuts, "ADAPTED_DENSE_MAX_DIM", 0)  # the frame at any size (the default, measured)
         for dense in (True, False):
             runs[dense] = nuts.run_nuts(
                 gaussian_model, *DUMMY, jax.random.key(0), num_chains=2, num_warmup=300, num_samples=1000,

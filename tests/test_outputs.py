@@ -285,7 +285,7 @@ def test_the_same_set_key_twice_is_refused(work, tmp_path, capsys):
 def test_method_default_is_shown_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
-    assert "default nuts" in capsys.readouterr().out
+    assert "default auto" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options,name", [({"num_chains": 0}, "num_chains"), ({"num_samples": -1}, "num_samples"),

@@ -304,7 +304,7 @@ def test_every_learner_parameter_and_family_key_has_an_expectation():
     keys = set()
     for name in FAMILIES:
         family = _family(name)
-        keys |= {(name, k) for k in family.prior_options - family.prior_numbers}
+        keys |= {(name, k) for k in family.prior_options - family.prior_numbers - set(family.prior_choices)}
     assert keys == set(FAMILY_FITS)
 
 
@@ -354,6 +354,19 @@ def test_family_number_options_must_be_positive(family):
         for bad in (0.0, -1.0):
             with pytest.raises(SpecError, match=f"'{key}' must be a positive number"):
                 mechanism.check_prior_options({key: bad})
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_choice_options_take_only_their_strings(family):
+    """Keys that choose among strings (the neural family's ``space``): the default is
+    accepted, anything else refused in one line naming the key and the choices."""
+    mechanism = _family(family)
+    for key, choices in mechanism.prior_choices.items():
+        mechanism.check_prior_options({key: choices[0]})
+        for bad in ("no-such", 1.0):
+            with pytest.raises(SpecError, match=f"'{key}' must be \"{choices[0]}\"") as info:
+                mechanism.check_prior_options({key: bad})
+            assert "\n" not in str(info.value)
 
 
 def test_payoff_sigma_prior_accepted_iff_positive():

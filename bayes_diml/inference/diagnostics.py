@@ -70,9 +70,15 @@ def diagnose(fit) -> dict:
     parameters, the number of divergences, E-BFMI per chain. SVI and MAP have
     no MCMC diagnostics; their optimisation summary is returned instead. For
     every method, pairs of learner parameters that collapse onto each other
-    (``collapsed_learner_parameters``) are reported in plain words.
+    (``collapsed_learner_parameters``) are reported in plain words, and which method
+    ran and why (``method_requested``, ``method_reason``), with the fit's
+    ``calibration_warning`` (``inference.auto``) among the warnings when it gave one.
     """
     out: dict = {"method": fit.method, "warnings": []}
+    out.update({k: fit.info[k] for k in ("method_requested", "method_reason") if k in fit.info})
+    if fit.info.get("calibration_warning"):
+        out["calibration_warning"] = fit.info["calibration_warning"]
+        out["warnings"].append(fit.info["calibration_warning"])
     out["warnings"].extend(_collapse_warnings(fit))
     if fit.method != "nuts":
         out.update({k: fit.info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in fit.info})

@@ -1,19 +1,22 @@
-"""``bayes_diml.fit``: one entry point for NUTS, SVI and MAP, returning a ``Fit``."""
+"""``bayes_diml.fit``: one entry point for NUTS, SVI and MAP (or ``"auto"``, which picks one
+per family and size: ``inference.auto``), returning a ``Fit``."""
 
 from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from .._random import as_key
-from ..errors import DataError, FitError
+from ..errors import DataError, FitError, UncalibratedWarning
 from ..likelihood import as_arrays
 from ..model import Model
 from ..sharding import shard_episodes, shard_padded, to_host, use_sharding
+from .auto import calibration_warning, choose_method
 from .map import run_map
 from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_likelihoods, model_function, observed_payoffs
 from .nuts import run_nuts
@@ -21,9 +24,13 @@ from .potential import SamplerResult
 from .results import Fit, draws_params, predictive_frequencies
 from .svi import run_svi
 
-__all__ = ["fit", "check_fit_inputs", "METHODS"]
+__all__ = ["fit", "check_fit_inputs", "METHODS", "AUTO"]
 
 METHODS = {"nuts": run_nuts, "svi": run_svi, "map": run_map}
+
+AUTO = "auto"
+"""``fit(method="auto")`` (the default): the method ``inference.auto.choose_method`` picks
+for the family and size."""
 
 
 def check_fit_inputs(model: Model, data, source: str = "data") -> None:
@@ -44,12 +51,13 @@ def check_fit_inputs(model: Model, data, source: str = "data") -> None:
 def fit(
     model: Model,
     data,
-    method: str = "nuts",
+    method: str = AUTO,
     *,
     seed,
     posterior_predictive_draws: int = 200,
     round_chunk: int | None = None,
     shard: bool | None = None,
+    accept_uncalibrated: bool = False,
     **options,
 ) -> Fit:
     """Posterior over the mechanism (and unknown learner parameters) given observed play.
@@ -58,7 +66,14 @@ def fit(
         model: from ``read_spec`` or built in Python.
         data: ``Trajectories``, or the path (str or ``Path``) of a CSV or Parquet data
             file, read with ``load_data(path, model)``; validated against the model first.
-        method: ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
+        method: ``"auto"`` (default): the method ``inference.auto.choose_method`` picks
+            for the family and size (NUTS for tabular and structured families up to
+            ``auto.NUTS_MAX_DIM`` latent coordinates and for the neural family's
+            function-space prior; low-rank SVI, minibatched when the data are large,
+            for neural weight-space and anonymous mechanisms); options a caller gives
+            replace the rule's, and options the chosen method does not take are
+            dropped (listed in ``info["options_ignored"]``).
+            ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
             ``target_accept``, ``max_tree_depth``, ``chain_method``, and ``dense_mass``:
             ``None`` (default) = a dense mass matrix for models with at most
             ``nuts.DENSE_MASS_MAX_DIM`` (1000) unconstrained coordinates, taken
@@ -82,18 +97,32 @@ def fit(
             as many devices as chains, and minibatch SVI (``batch_episodes``) and
             models with per-episode initial propensities (``initial =
             "per_episode"``) run on one device (the data are then not split).
+        accept_uncalibrated: run SVI on a family where its intervals were measured too
+            narrow (neural with a prior over the weights, anonymous) without the
+            ``UncalibratedWarning`` (``auto.calibration_warning``) that ``fit`` gives
+            otherwise (and records in ``info["calibration_warning"]``).
         **options: passed to the method; ``progress=False`` turns progress bars off.
 
     Returns:
-        A ``Fit``.
+        A ``Fit``; its ``method`` is the method that ran, and ``info`` holds
+        ``method``, ``method_requested`` and ``method_reason`` (one sentence).
 
     Raises:
         FitError: the fit met a non-finite loss, gradient or draw; the message
             names the parameter and the step (or draw).
     """
-    _check_method_options(method, options)
+    requested = method
+    if method == AUTO:
+        _check_auto_options(options)
+    else:
+        _check_method_options(method, options)
     round_chunk = _checked_round_chunk(round_chunk)
-    data = _checked_data(model, data, method, options)
+    data = _checked_inputs(model, data)
+    method, options, choice = _resolved(model, data, method, options)
+    _check_memory(model, data, method, options)
+    warning = None if accept_uncalibrated else calibration_warning(model, method)
+    if warning is not None:
+        warnings.warn(warning, UncalibratedWarning, stacklevel=2)
     key = as_key(seed)
     k_fit, k_ppc = jax.random.split(key)
     observed = _observed(model, data, method, options, shard)
@@ -101,6 +130,9 @@ def fit(
     run = _dispatch(method, model_function(model, round_chunk), observed, k_fit, options)
     wall_seconds = time.perf_counter() - start
     info = _fit_info(run.info, wall_seconds, method, round_chunk, seed, key, observed.sharded)
+    info.update(method_requested=requested, **choice)
+    if warning is not None:
+        info["calibration_warning"] = warning
     _check_finite(method, run.posterior)
     return Fit(
         model=model, data=data, method=method, posterior=run.posterior, sample_stats=run.stats, info=info,
@@ -121,15 +153,46 @@ class _Observed(NamedTuple):
     sharded: bool
 
 
+def _runner_options(method: str) -> list[str]:
+    """The options the runner of ``method`` takes."""
+    return [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key", "payoff")]
+
+
 def _check_method_options(method: str, options: dict) -> None:
     """Refuse an unknown method, options its runner does not take, and options out of range."""
     if method not in METHODS:
-        raise DataError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    allowed = [p for p in inspect.signature(METHODS[method]).parameters if p not in ("fn", "actions", "mask", "key", "payoff")]
+        raise DataError(f"method must be one of {[AUTO, *sorted(METHODS)]}, got {method!r}")
+    allowed = _runner_options(method)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise DataError(f"fit(method={method!r}): unknown option(s) {unknown}; options: {allowed}")
     _check_options(method, options)
+
+
+def _check_auto_options(options: dict) -> None:
+    """``method="auto"``: refuse options that no runner takes (the method is not chosen yet)."""
+    allowed = sorted({name for method in METHODS for name in _runner_options(method)})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DataError(f"fit(method='auto'): unknown option(s) {unknown}; options of the methods it may pick: {allowed}")
+
+
+def _resolved(model: Model, data, method: str, options: dict) -> tuple[str, dict, dict]:
+    """The method that runs, its options, and what ``info`` records about the choice
+    (``method_reason``; with ``"auto"`` also ``options_ignored``, the caller's options the
+    chosen runner does not take). ``"auto"`` asks ``auto.choose_method``; the caller's
+    options replace the rule's."""
+    if method != AUTO:
+        return method, options, {"method_reason": f"method={method!r} was requested"}
+    choice = choose_method(model, data)
+    allowed = set(_runner_options(choice.method))
+    merged = {**choice.options, **{k: v for k, v in options.items() if k in allowed}}
+    ignored = sorted(set(options) - allowed)
+    _check_options(choice.method, merged)
+    recorded = {"method_reason": choice.reason}
+    if ignored:
+        recorded["options_ignored"] = ignored
+    return choice.method, merged, recorded
 
 
 def _checked_round_chunk(round_chunk: int | None) -> int | None:
@@ -141,14 +204,14 @@ def _checked_round_chunk(round_chunk: int | None) -> int | None:
     return _check_round_chunk(round_chunk)
 
 
-def _checked_data(model: Model, data, method: str, options: dict):
-    """``data`` (read first when it is a path), refused unless it fits the model and memory."""
+def _checked_inputs(model: Model, data):
+    """``data`` (read first when it is a path), refused unless it fits the model
+    (``check_fit_inputs``; memory is checked once the method is known)."""
     if isinstance(data, str) or hasattr(data, "__fspath__"):  # a data file
         from ..loading import load_data
 
         data = load_data(data, model)
     check_fit_inputs(model, data)
-    _check_memory(model, data, method, options)
     return data
 
 

@@ -12,11 +12,10 @@ leapfrog steps per iteration, 70-115 s per fit, no divergences, 90% coverage of 
 differences 0.91-0.92 over 3 truth draws; with NumPyro's diagonal adaptation it had not
 finished after 360 s. (E2 congestion, 15 coordinates, forced into the frame: 7 leapfrog
 steps per iteration against 14 with NumPyro's dense adaptation, 22 s against 49 s, the
-same posterior; small models keep the adapted dense matrix, validated by the calibration
-study.) Not a cure for every geometry: E3's 64-unit tanh subsidy network has a curvature
-that changes across its posterior (largest Hessian eigenvalue 9e3 at the warm start, 5e4
-at the true parameters), and NUTS still needs hundreds of leapfrog steps per iteration
-there.
+same posterior; the frame is now used at every size: ``ADAPTED_DENSE_MAX_DIM``.) Not a
+cure for every geometry: E3's 64-unit tanh subsidy network has a curvature that changes
+across its posterior (largest Hessian eigenvalue 9e3 at the warm start, 5e4 at the true
+parameters), and NUTS still needs hundreds of leapfrog steps per iteration there.
 """
 
 from __future__ import annotations
@@ -47,11 +46,18 @@ DENSE_MASS_MAX_DIM = 1000
 per leapfrog step is small next to the likelihood's gradient)."""
 
 
-ADAPTED_DENSE_MAX_DIM = 200
-"""Up to this many coordinates a dense mass matrix is NumPyro's own windowed adaptation,
-started from the inverse Hessian at the warm start; above it NUTS runs in the Laplace
-frame (``_laplace_frame``), because a sample covariance of a few hundred warmup draws is
-singular or noisy beyond a few hundred coordinates."""
+ADAPTED_DENSE_MAX_DIM = 0
+"""Up to this many coordinates a dense mass matrix is NumPyro's own windowed adaptation
+(started from the inverse Hessian at the warm start); above it NUTS runs in the Laplace
+frame (``_laplace_frame``). 0: the frame at every size, because it was faster at every
+size measured (``benchmarks/mass_matrix.py``, ``benchmarks/results/mass_matrix.json``;
+48 x 60 logit-Q play, 2 chains x (150 + 150), shared 2-core Intel Xeon with other test
+runs): congestion E2 (15 coordinates) 31 s against 134 s (7 against 52 leapfrog steps per
+iteration, smallest bulk ESS 348 against 77); tabular 12 differences 18 s against 54 s;
+40: 25 s against 168 s; 54: 13 s against 171 s (12 against 239 leapfrog steps); 112:
+40 s against more than 600 s (stopped); 144: 36 s (the adapted path was not run after
+stopping at 112; issue 16 reported about 3 s per warmup iteration there). A larger value
+brings NumPyro's adaptation back below it (the benchmark does, to compare)."""
 
 
 _NUTS_FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size")
@@ -123,10 +129,7 @@ def run_nuts(
 
     Warmup starts from a short MAP run (``warm_start_steps`` Adam steps, ``_warm_start``). With ``dense_mass``
     (default: when the model has at most ``DENSE_MASS_MAX_DIM`` unconstrained
-    coordinates) and up to ``ADAPTED_DENSE_MAX_DIM`` coordinates, NumPyro adapts a
-    dense mass matrix, starting from the inverse Hessian at the warm start (so early
-    warmup does not spend thousands of leapfrog steps learning the posterior's
-    scales). With more coordinates NUTS runs in the Laplace frame ``z = z_map + V diag(|lambda|^-1/2) w``
+    coordinates; above ``ADAPTED_DENSE_MAX_DIM``, which is 0, measured) NUTS runs in the Laplace frame ``z = z_map + V diag(|lambda|^-1/2) w``
     of the Hessian ``H = V diag(lambda) V^T`` of the negative log joint at the warm
     start (``_laplace_frame``), with a diagonal mass matrix adapted in ``w`` by
     NumPyro's windowed schedule (Stan's). The effective mass matrix in ``z`` is dense,

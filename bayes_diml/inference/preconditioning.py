@@ -1,8 +1,9 @@
 """Preconditioning from the curvature at the mode: the package's one Hessian helper
 (``hessian``; also behind the observed Fisher information of ``fisher.py``), its one
 inverse-Hessian helper (``inverse_hessian``), the Laplace frame
-NUTS runs in above ``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates, and the inverse Hessian
-that starts NumPyro's dense adaptation below it (and is MAP's Laplace covariance).
+NUTS runs in above ``nuts.ADAPTED_DENSE_MAX_DIM`` coordinates (0: at every size, measured),
+and the inverse Hessian that starts NumPyro's dense adaptation below it (and is MAP's
+Laplace covariance).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from .congestion import Congestion
 from .linear import Linear
 from .network import NetworkMechanism
 from .neural import Neural
+from .neural_function import NeuralFunction
 from .public_goods import PublicGoods
 from .tabular import Tabular, joint_index
 
@@ -14,7 +15,9 @@ FAMILIES: dict[str, type[Mechanism]] = {
 }
 """Registry: family name (as written in specs) -> class. Adding a family is one module
 with its class (everything it needs lives there, see ``Mechanism``) and one entry here.
-Joint families first, then the count-based ones; messages list families in this order."""
+Joint families first, then the count-based ones; messages list families in this order.
+``NeuralFunction`` is the ``neural`` family read with ``[mechanism.prior] space =
+"function"`` (``Neural.from_spec`` returns it), so it has no entry of its own."""
 
 __all__ = [
     "FAMILIES",
@@ -24,6 +27,7 @@ __all__ = [
     "Congestion",
     "PublicGoods",
     "Neural",
+    "NeuralFunction",
     "Anonymous",
     "Linear",
     "joint_index",

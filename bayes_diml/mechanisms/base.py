@@ -36,6 +36,7 @@ __all__ = [
     "sample_dense_stack",
     "sample_network",
     "positive_number",
+    "check_choice",
     "check_keys",
     "positive_int_list",
     "load_npz",
@@ -102,8 +103,10 @@ class Mechanism:
             through their action counts (the "opponent context" is then the
             count vector, e.g. for support checks).
         prior_options: keys this family accepts in ``[mechanism.prior]``.
-        prior_numbers: those of them that are plain positive numbers (scales);
-            the others are prior tables.
+        prior_numbers: those of them that are plain positive numbers (scales).
+        prior_choices: those of them that take one of a few strings -> the strings
+            (the first is the default; the neural family's ``space``). The remaining
+            keys are prior tables.
         prior_domains: prior-table keys whose parameter is constrained -> its
             ``Domain``; a prior whose support reaches outside it is refused. Keys
             not listed are real-valued.
@@ -127,8 +130,13 @@ class Mechanism:
     counts_context: ClassVar[bool] = False
     prior_options: ClassVar[frozenset[str]] = frozenset()
     prior_numbers: ClassVar[frozenset[str]] = frozenset()
+    prior_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     prior_domains: ClassVar[dict] = {}
     spec_options: ClassVar[frozenset[str]] = frozenset()
+    svi_warning: ClassVar[str | None] = None
+    """Set on families whose SVI intervals were measured too narrow (or never checked against
+    a truth): what ``fit`` warns when SVI runs on them, and why ``method="auto"`` runs
+    low-rank SVI on them (no NUTS budget measured) with that warning."""
 
     # ------------------------------------------------------------------- spec
     @classmethod
@@ -154,9 +162,16 @@ class Mechanism:
 
     def spec_table(self) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
         """The ``[mechanism]`` table that ``from_spec`` reads back into this object
-        (``family`` and the family's options; no ``prior`` or ``truth``), and the
-        ``.npz`` files it names (file name -> arrays)."""
+        (``family`` and the family's options; no ``truth``, and no ``prior`` except the
+        options that choose the class, e.g. ``NeuralFunction``'s ``space``, which
+        ``spec.model_to_table`` merges with the model's prior table), and the ``.npz``
+        files it names (file name -> arrays)."""
         return {"family": self.family}, {}
+
+    def auto_nuts(self) -> tuple[dict, str]:
+        """NUTS options ``fit(method="auto")`` uses for this mechanism and why, where the
+        measured settings differ from the sampler's defaults (``({}, "")`` here)."""
+        return {}, ""
 
     # ---------------------------------------------------------------- scaling
     def output_params(self) -> tuple[str, ...]:
@@ -277,6 +292,8 @@ class Mechanism:
                 )
             if key in self.prior_numbers:
                 positive_number(options, key, 1.0, where)
+            elif key in self.prior_choices:
+                check_choice(value, key, self.prior_choices[key], where)
             else:
                 prior = Prior.parse(value, f"{where} '{key}'")
                 if key in self.prior_domains:
@@ -289,6 +306,13 @@ class Mechanism:
         from ..errors import SpecError
 
         raise SpecError(f"{where}: '{name}' must be a number or a list of numbers, got a table")
+
+    def truth_params(self, params: dict, where: str = "[mechanism.truth]") -> dict:
+        """The true parameters of this family from those a spec gives (``read_spec``, before
+        ``check_params``); as given by default. A family whose parameters differ from the
+        form its truths are written in converts them here (``NeuralFunction``: network
+        weights -> their payoff table)."""
+        return params
 
     def truth_lines(self, params: Params, action_labels=None, agent_labels=None, max_rows: int = 8) -> list[str]:
         """Lines showing true parameters with their labels (``bayes-diml check --spec``);
@@ -481,6 +505,16 @@ def sample_network(embed_shape: tuple[int, ...], sizes: list[int], options: dict
         )
     )
     return params
+
+
+def check_choice(value, key: str, choices: tuple[str, ...], where: str = "[mechanism.prior]") -> str:
+    """``value`` if it is one of ``choices``, else ``SpecError`` in one line naming ``key``."""
+    from ..errors import SpecError
+
+    if not isinstance(value, str) or value not in choices:
+        allowed = " or ".join(f'"{c}"' for c in choices)
+        raise SpecError(f"{where}: '{key}' must be {allowed}, got {value!r}")
+    return value
 
 
 def positive_number(options: dict, key: str, default: float, where: str = "[mechanism.prior]") -> float:
