@@ -136,6 +136,9 @@ def main(argv=None) -> int:
         figure = result.plot(title=f"SBC, {game} ({args.datasets} datasets of {episodes} x {rounds}, NUTS, L = {result.num_draws}); "
                              f"combined p = {result.combined_p_value:.2g}")
         figure.savefig(args.out.parent / f"calibration_{game}.png", dpi=110)
+        import jax
+
+        jax.clear_caches()  # each fit's compiled programs hold memory mappings: see bayes_diml.calibration.sbc
     return 0
 
 
