@@ -135,7 +135,9 @@ def _counterfactual(verbs) -> argparse.ArgumentParser:
     p = verbs.add_parser("counterfactual", help="credible play under a changed mechanism or learner")
     _run(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="mechanism.NAME=VALUE or learner.NAME=VALUE (a number, a [list], or \"*0.6\" to scale)")
+                   help="mechanism.NAME=VALUE (replace), mechanism.NAME+=VALUE or mechanism.NAME*=VALUE (change "
+                        "each draw's value), the same for learner.NAME (a number or a [list]); learner.NAME=\"*0.6\" "
+                        "also scales")
     _episodes_and_rounds(p)
     _seed(p)
     p.add_argument("--max-draws", type=_positive_int, default=200,

@@ -286,6 +286,16 @@ def _counterfactuals_section(run: Path) -> str:
             if date:
                 facts.append(("Run on", date))
             parts.append(facts_table(facts))
+            if intervention.get("identified") is False:
+                names = ", ".join(str(n) for n in intervention.get("unidentified", []))
+                parts.append(
+                    f"<p><strong>warning:</strong> not identified: this play depends on {escape(names)}, which the "
+                    "data do not identify (each draw's value comes from the prior), so its bands are prior-driven. "
+                    "Declare the lever known in [mechanism.known], or change it relative to each draw "
+                    "(<code>--set 'mechanism.NAME+=...'</code>).</p>"
+                )
+            if intervention.get("welfare_identified") is False:
+                parts.append("<p>Welfare: not identified (payoff levels are fixed by the gauge, not the data).</p>")
         result, problem = read_csv(folder / f"{stem}.csv")
         if problem:
             parts.append(missing_note(problem))

@@ -132,7 +132,8 @@ def tabular_model(model: Model, prior_scale: float = 1.0, max_entries: int = TAB
             f"tabular family: A**n * n = {A}**{n} * {n} = {count_text(entries)} payoff entries exceeds {max_entries}; "
             "the enumeration oracle is for small games only"
         )
-    return dataclasses.replace(model, mechanism=Tabular(num_agents=n, num_actions=A), mechanism_prior={"scale": prior_scale})
+    return dataclasses.replace(model, mechanism=Tabular(num_agents=n, num_actions=A), mechanism_prior={"scale": prior_scale},
+                               mechanism_known={})
 
 
 def tabular_map(model: Model, data, seed=0, *, prior_scale: float = 1.0, max_entries: int = TABULAR_MAX_ENTRIES,

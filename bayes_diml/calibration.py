@@ -24,6 +24,15 @@ keys, ``vmap``-ed over datasets and compiled once (batches of equal size, the la
 one padded); ranks are one jitted function of the draws; a progress bar runs over
 datasets. The ranks' statistics, their uniformity tests and the result record
 (``SBCResult``, re-exported here) are in ``calibration_ranks.py``.
+
+Many fits in one process: each NUTS fit compiles NumPyro's sampling loop once, and JAX keeps
+the compiled programs in its caches; on Linux each holds memory mappings (about 80-400 per
+fit measured, against ``vm.max_map_count`` = 65,530), so a process that has run about 150
+fits can fail with "LLVM compilation error: Cannot allocate memory" (measured: 100 tabular
+then 56 congestion datasets). Split long studies into calls of at most ~100 datasets and
+call ``jax.clear_caches()`` between them (``sbc`` does not: it would throw away every other
+compiled program of the caller), or run them in separate processes, as
+``tests/test_calibration.py`` and ``benchmarks/calibration.py`` do.
 """
 
 from __future__ import annotations
@@ -405,14 +414,7 @@ def sbc(
         an ``SBCResult``; its ``combined_p_value`` is the Bonferroni correction ``min(1,
         Q min_q p_q)`` of the per-quantity chi-square p-values (``Q`` distinct quantities).
 
-    Many fits in one process: each NUTS fit compiles NumPyro's sampling loop once, and JAX
-    keeps the compiled programs in its caches; on Linux each holds memory mappings (about
-    80-400 per fit measured, against ``vm.max_map_count`` = 65,530), so a process that has
-    run about 150 fits can fail with "LLVM compilation error: Cannot allocate memory"
-    (measured: 100 tabular then 56 congestion datasets). Split long studies into calls of
-    at most ~100 datasets and call ``jax.clear_caches()`` between them (``sbc`` does not:
-    it would throw away every other compiled program of the caller), or run them in
-    separate processes, as ``tests/test_calibration.py`` and ``benchmarks/calibration.py`` do.
+    Long studies: at most ~100 datasets per call (the module docstring says why).
     """
     from .inference.numpyro_model import check_identifiable_setup
 

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from . import _cli_parser
-from .errors import DataError, FitError
+from .errors import DataError, FitError, UncalibratedWarning, UnidentifiedWarning
 
 __all__ = ["main"]
 
@@ -110,12 +110,12 @@ def _method_options(args) -> dict:
 
 
 def _uncalibrated_printer(previous):
-    """A ``warnings.showwarning`` for ``fit``: an ``UncalibratedWarning`` as one
-    ``warning: ...`` line on stderr, any other warning passed to ``previous``."""
-    from .errors import UncalibratedWarning
+    """A ``warnings.showwarning`` for ``fit`` and ``counterfactual``: an ``UncalibratedWarning``
+    or ``UnidentifiedWarning`` as one ``warning: ...`` line on stderr, any other warning
+    passed to ``previous``."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, UncalibratedWarning):
+        if issubclass(category, (UncalibratedWarning, UnidentifiedWarning)):
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             previous(message, category, filename, lineno, file, line)
@@ -183,7 +183,11 @@ def cmd_query(args) -> int:
 
 
 def _parse_set(items) -> tuple[dict, dict]:
-    """``--set mechanism.tau=[...]`` / ``--set learner.beta=4.2`` as TOML literals (never evaluated)."""
+    """``--set mechanism.tau=[...]`` / ``--set learner.beta=4.2`` as TOML literals (never evaluated).
+
+    ``NAME=VALUE`` replaces the parameter in every draw; ``NAME+=VALUE`` and ``NAME*=VALUE``
+    change each draw's value element-wise (``("+", value)`` / ``("*", value)`` in Python);
+    ``learner.NAME=*0.6`` (or ``"*0.6"``) still scales a learner parameter."""
     import json
     import tomllib
 
@@ -192,7 +196,10 @@ def _parse_set(items) -> tuple[dict, dict]:
         if "=" not in item:
             raise DataError(f"--set {item!r}: expected KEY=VALUE, e.g. mechanism.tau=[0.3,0,0,0,0] or learner.beta=4.2")
         key, text = item.split("=", 1)
-        if text.strip().startswith("*"):  # the shell ate the quotes of "*0.6"
+        op = "="
+        if key.rstrip().endswith(("+", "*")):  # mechanism.tau+=[...], learner.beta*=1.4
+            op, key = key.rstrip()[-1], key.rstrip()[:-1]
+        elif text.strip().startswith("*"):  # the shell ate the quotes of "*0.6"
             text = '"' + text.strip() + '"'
         scope, _, name = key.strip().partition(".")
         if scope not in ("mechanism", "learner") or not name:
@@ -204,10 +211,12 @@ def _parse_set(items) -> tuple[dict, dict]:
                 value = json.loads(text)
             except json.JSONDecodeError:
                 raise DataError(f"--set {item!r}: the value is not a TOML/JSON literal (numbers, [lists], \"*0.6\")") from None
+        if op != "=" and isinstance(value, str):
+            raise DataError(f"--set {item!r}: after {op}= give numbers (a number or a [list]), not a string")
         target = mechanism if scope == "mechanism" else learner
         if name in target:
             raise DataError(f"--set {key.strip()} is given twice; give each parameter once")
-        target[name] = value
+        target[name] = value if op == "=" else (op, value)
     return mechanism, learner
 
 
@@ -220,14 +229,18 @@ def cmd_counterfactual(args) -> int:
     _check_out_file(out, args.overwrite)
     _check_out_file(out.with_suffix(".png"), args.overwrite)
     mechanism, learner = _parse_set(args.set)
-    result = load_fit(args.run).counterfactual(
-        mechanism=mechanism or None,
-        learner=learner or None,
-        num_episodes=args.episodes,
-        num_rounds=args.rounds,
-        seed=args.seed,
-        max_draws=args.max_draws,
-    )
+    fit = load_fit(args.run)
+    with warnings.catch_warnings():  # an UnidentifiedWarning as one 'warning: ...' line on stderr
+        warnings.simplefilter("always", UnidentifiedWarning)
+        warnings.showwarning = _uncalibrated_printer(warnings.showwarning)
+        result = fit.counterfactual(
+            mechanism=mechanism or None,
+            learner=learner or None,
+            num_episodes=args.episodes,
+            num_rounds=args.rounds,
+            seed=args.seed,
+            max_draws=args.max_draws,
+        )
     write_text_atomic(out, result.to_frame().to_csv(index=False))
     figure = out.with_suffix(".png")
     result.plot().savefig(figure, dpi=110)

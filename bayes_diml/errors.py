@@ -1,6 +1,6 @@
 """Exceptions: bad input (raised before anything is traced) and failed fits."""
 
-__all__ = ["DataError", "SpecError", "FitError", "ResourceError", "UncalibratedWarning"]
+__all__ = ["DataError", "SpecError", "FitError", "ResourceError", "UncalibratedWarning", "UnidentifiedWarning"]
 
 
 class DataError(ValueError):
@@ -36,4 +36,13 @@ class UncalibratedWarning(UserWarning):
     (``inference.auto.calibration_warning``). The message gives the measured coverage and
     what to use instead; ``fit(..., accept_uncalibrated=True)`` (``--accept-uncalibrated``)
     silences it.
+    """
+
+
+class UnidentifiedWarning(UserWarning):
+    """A counterfactual whose reported play depends on parameters the data do not identify
+    (``Mechanism.unidentified_by``), e.g. a congestion toll replaced absolutely while the
+    tolls in force are not known, so each draw keeps its prior-only ``c1``. The message
+    names the parameter(s) and what to do instead; the result records
+    ``"identified": false`` and the names (``CounterfactualResult.unidentified``).
     """

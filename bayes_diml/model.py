@@ -63,6 +63,11 @@ class Model:
         per_agent_spread: prior scale of the spread on the unconstrained scale.
         payoff_sigma: noise sd of an observed ``payoff`` column, a number or a
             ``Prior`` (default ``HalfNormal(1)``): ``payoff ~ Normal(M(a)_i, sigma)``.
+        mechanism_known: the ``[mechanism.known]`` table: mechanism parameter name ->
+            its known value (the policy in force when the data were recorded; float
+            arrays, checked by ``Mechanism.check_known``). Known parameters are not
+            sampled: they enter the likelihood as constants and every report treats
+            them as data.
     """
 
     mechanism: Mechanism
@@ -77,8 +82,10 @@ class Model:
     per_agent: tuple[str, ...] = ()
     per_agent_spread: float = 0.5
     payoff_sigma: Any = DEFAULT_PAYOFF_SIGMA
+    mechanism_known: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        object.__setattr__(self, "mechanism_known", self.mechanism.check_known(dict(self.mechanism_known or {})))
         names = set(self.learner.param_names)
         given = set(self.learner_params) - {"q0"}
         if names - given or given - names:

@@ -154,6 +154,9 @@ def save_counterfactual(run_dir, result, name: str, command=None, overwrite: boo
         "name": stem,
         "command": command,
         "intervention": result.intervention,
+        "identified": result.identified,
+        "unidentified": result.unidentified,
+        "welfare_identified": result.welfare_identified,
         "date": now(),
     }
     write_text_atomic(folder / f"{stem}.json", dumps(record))

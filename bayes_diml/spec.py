@@ -19,7 +19,7 @@ from ._checks import numeric_array
 from .errors import ResourceError, SpecError
 from .learners import LEARNERS
 from .mechanisms import FAMILIES
-from .mechanisms.base import load_npz
+from .mechanisms.options import load_npz
 from .model import DEFAULT_PAYOFF_SIGMA, Model
 from .priors import Prior
 
@@ -213,6 +213,10 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
         raise SpecError(f"{where}: [mechanism.prior] must be a table")
 
     mechanism.check_prior_options(prior, f"{source} [mechanism.prior]")
+    known = mech_section.get("known", {})
+    if not isinstance(known, dict):
+        raise SpecError(f"{source} [mechanism.known]: must be a table of parameter = value")
+    known = mechanism.check_known(known, f"{source} [mechanism.known]")
 
     learner_section = _section(table, "learner", source)
     learner, learner_params = _learner(learner_section, f"{source} [learner]")
@@ -227,6 +231,7 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
             action_labels=action_labels,
             agent_labels=agent_labels,
             spec=table,
+            mechanism_known=known,
             **extensions,
         )
     except SpecError as err:
@@ -234,7 +239,13 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
 
     if "truth" not in mech_section:
         return model, None
-    truth_section = mech_section["truth"]
+    mech_truth = _mechanism_truth(mechanism, mech_section["truth"], action_labels, source, base_dir)
+    return model, {"mechanism": mech_truth, "learner": _learner_truth(model, learner_section, source)}
+
+
+def _mechanism_truth(mechanism, truth_section, action_labels, source: str, base_dir: Path) -> dict[str, np.ndarray]:
+    """``[mechanism.truth]``: a ``weights`` ``.npz`` file and/or values (tables keyed by
+    joint actions for tabular payoffs), converted and checked by the family."""
     where = f"{source} [mechanism.truth]"
     if not isinstance(truth_section, dict):
         raise SpecError(f"{where}: must be a table")
@@ -250,7 +261,13 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
         mech_truth[key] = numeric_array(value, f"{where} '{key}'", SpecError)
     mech_truth = mechanism.truth_params(mech_truth, where)
     mechanism.check_params(mech_truth, where)
+    return mech_truth
 
+
+def _learner_truth(model: Model, learner_section: dict, source: str) -> dict:
+    """``[learner.truth]``: values for the learner parameters that carry a prior, with the
+    fixed ones."""
+    learner = model.learner
     learner_truth_section = learner_section.get("truth", {})
     if not isinstance(learner_truth_section, dict):
         raise SpecError(f"{source} [learner.truth]: must be a table")
@@ -270,7 +287,7 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
     }
     if set(learner.param_names) <= set(learner_truth):
         learner.check_params(learner_truth, f"{source} [learner.truth]")
-    return model, {"mechanism": mech_truth, "learner": learner_truth}
+    return learner_truth
 
 
 def _truth_value(model: Model, name: str, value, where: str):
@@ -302,6 +319,8 @@ def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]
     prior = {**mech.pop("prior", {}), **model.mechanism_prior}  # a family may name prior options it needs
     if prior:
         mech["prior"] = prior
+    if model.mechanism_known:
+        mech["known"] = {name: np.asarray(value).tolist() for name, value in model.mechanism_known.items()}
     learner: dict[str, Any] = {"rule": model.learner.name}
     for name, value in model.learner_params.items():
         learner[name] = value.to_toml() if isinstance(value, Prior) else float(value)

@@ -195,7 +195,8 @@ def unit_scale_factor(model: Model, mech_params: dict, seed: int = 0, num: int =
 # -------------------------------------------------------------- estimators
 def neural_model(model: Model) -> Model:
     """The paper's DIML class on a small game: a neural joint MLP (two tanh layers of 128)."""
-    return dataclasses.replace(model, mechanism=Neural(num_agents=model.num_agents, num_actions=model.num_actions), mechanism_prior={})
+    return dataclasses.replace(model, mechanism=Neural(num_agents=model.num_agents, num_actions=model.num_actions), mechanism_prior={},
+                               mechanism_known={})
 
 
 class Estimator(NamedTuple):

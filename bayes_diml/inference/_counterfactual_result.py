@@ -14,7 +14,10 @@ import pandas as pd
 from ..errors import DataError
 from .results import CREDIBLE_LEVEL, interval_columns
 
-__all__ = ["CounterfactualResult", "INTERVAL", "summarise"]
+__all__ = ["CounterfactualResult", "INTERVAL", "summarise", "WELFARE_NOT_IDENTIFIED"]
+
+WELFARE_NOT_IDENTIFIED = "not identified (payoff levels are fixed by the gauge, not the data)"
+"""What welfare summaries say where welfare sums payoff levels the data do not identify."""
 
 INTERVAL = CREDIBLE_LEVEL
 """Mass of the equal-tailed credible intervals: ``results.CREDIBLE_LEVEL`` (columns
@@ -49,6 +52,23 @@ class CounterfactualResult:
     agent_labels: tuple = dataclasses.field(repr=False)
 
     @property
+    def identified(self) -> bool:
+        """Whether the reported play rests only on what the data identify (``counterfactual``)."""
+        return bool(self.intervention.get("identified", True))
+
+    @property
+    def unidentified(self) -> list[str]:
+        """The prior-driven parameters the intervention exposes (empty when identified)."""
+        return list(self.intervention.get("unidentified", []))
+
+    @property
+    def welfare_identified(self) -> bool:
+        """False when welfare sums payoff levels fixed by the gauge, not the data: the welfare
+        summaries (``welfare``, ``to_frame``, ``compare``) then carry ``WELFARE_NOT_IDENTIFIED``
+        instead of numbers (the raw ``draws["welfare"]`` stay, in the gauge's convention)."""
+        return bool(self.intervention.get("welfare_identified", True))
+
+    @property
     def rounds(self) -> np.ndarray:
         """Round labels ``(T,)`` (numbered from the data's first round)."""
         return self.draws["round"]
@@ -75,6 +95,9 @@ class CounterfactualResult:
         freq = self.frequencies.assign(quantity="frequency")
         welfare = self.welfare.assign(quantity="welfare", action=None)
         columns = ["quantity", "round", "action", "mean", _LOW, _HIGH]
+        if not self.welfare_identified:  # a note instead of numbers on the welfare rows
+            columns.append("note")
+            freq["note"] = ""
         freq["action"] = freq["action"].astype(object)
         return pd.concat([freq[columns], welfare[columns]], ignore_index=True)
 
@@ -110,7 +133,11 @@ class CounterfactualResult:
         rows = []
         for k, label in enumerate(self.action_labels):
             rows.append({"quantity": "frequency", "action": label, **_difference(final[0][:, k], final[1][:, k])})
-        rows.append({"quantity": "welfare", "action": None, **_difference(*welfare)})
+        welfare_row = {"quantity": "welfare", "action": None, **_difference(*welfare)}
+        if not (self.welfare_identified and baseline.welfare_identified):
+            welfare_row = {**{k: (np.nan if k not in ("quantity", "action") else v) for k, v in welfare_row.items()},
+                           "note": WELFARE_NOT_IDENTIFIED}
+        rows.append(welfare_row)
         out = pd.DataFrame(rows)
         out["action"] = pd.Series([r["action"] for r in rows], dtype=object)
         out.attrs["final_round"] = int(self.rounds[-1])
@@ -149,9 +176,13 @@ class CounterfactualResult:
         ax_freq.set_ylabel("action frequency")
         ax_freq.set_ylim(0, 1)
         ax_freq.legend(title="action", fontsize=7, ncol=max(1, len(self.action_labels) // 8), loc="best")
-        w_mean, w_lo, w_hi = _summaries(self.draws["welfare"])
-        ax_welfare.fill_between(rounds, w_lo, w_hi, color=welfare_color, alpha=0.15, lw=0)
-        ax_welfare.plot(rounds, w_mean, color=welfare_color, lw=1.5, ls="--" if ax is not None else "-")
+        if self.welfare_identified:
+            w_mean, w_lo, w_hi = _summaries(self.draws["welfare"])
+            ax_welfare.fill_between(rounds, w_lo, w_hi, color=welfare_color, alpha=0.15, lw=0)
+            ax_welfare.plot(rounds, w_mean, color=welfare_color, lw=1.5, ls="--" if ax is not None else "-")
+        else:
+            ax_welfare.text(0.5, 0.5, f"welfare {WELFARE_NOT_IDENTIFIED}", transform=ax_welfare.transAxes,
+                            ha="center", va="center", fontsize=8)
         ax_welfare.set_ylabel("expected welfare")
         ax_welfare.set_xlabel("round")
         ax_freq.set_title(
@@ -163,9 +194,13 @@ class CounterfactualResult:
 def summarise(draws: dict[str, np.ndarray], intervention: dict, action_labels: tuple, agent_labels: tuple) -> CounterfactualResult:
     """The result of simulated ``draws`` (``frequency (S, T, A)``, ``welfare (S, T)``, ...,
     ``draw``, ``round``): its frames of posterior means and intervals."""
+    welfare = _long_frame(draws["welfare"], [("round", draws["round"])])
+    if intervention.get("welfare_identified") is False:
+        welfare[["mean", _LOW, _HIGH]] = np.nan
+        welfare["note"] = WELFARE_NOT_IDENTIFIED
     return CounterfactualResult(
         frequencies=_long_frame(draws["frequency"], [("round", draws["round"]), ("action", action_labels)]),
-        welfare=_long_frame(draws["welfare"], [("round", draws["round"])]),
+        welfare=welfare,
         draws=draws,
         intervention=intervention,
         action_labels=action_labels,
@@ -218,4 +253,6 @@ def _title(intervention: dict) -> str:
     if learner:
         changes = (f"{k}{v}" if isinstance(v, str) else f"{k}={v}" for k, v in learner.items())
         parts.append("learner: " + ", ".join(changes))
+    if intervention.get("identified") is False:
+        parts.append(f"NOT IDENTIFIED: prior-driven {', '.join(intervention.get('unidentified', []))}")
     return "; ".join(parts) or "no intervention"

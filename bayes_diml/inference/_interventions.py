@@ -25,7 +25,7 @@ from ..errors import DataError, SpecError
 from ..mechanisms import Mechanism
 from ..model import Model
 
-__all__ = ["WHERE", "mechanism_intervention", "learner_intervention"]
+__all__ = ["WHERE", "mechanism_intervention", "learner_intervention", "identification", "unidentified_message"]
 
 WHERE = "counterfactual"
 """How error messages of a counterfactual begin."""
@@ -109,7 +109,48 @@ def _parse_new_mechanism(model: Model, family, values) -> tuple[Mechanism, dict[
 def _with_mechanism(model: Model, mechanism: Mechanism) -> Model:
     """``model`` with another mechanism. Models compare by value, so repeated
     counterfactuals under one new mechanism compile once."""
-    return dataclasses.replace(model, mechanism=mechanism)
+    return dataclasses.replace(model, mechanism=mechanism, mechanism_known={})  # known levers of the old family
+
+
+# ------------------------------------------------------------------ identification
+def identification(model: Model, mechanism, observed: bool) -> dict[str, Any]:
+    """Whether the quantities a counterfactual reports rest on what the data identify.
+
+    Returns ``{"identified", "unidentified", "welfare_identified", "advice"}``:
+
+    * ``unidentified``: the prior-driven mechanism parameters on which play under the
+      intervention depends (``Mechanism.unidentified_by``, given ``[mechanism.known]``),
+      e.g. ``["c1"]`` when a congestion toll is replaced absolutely while the tolls in
+      force are not known. Learner changes (replaced, ``+``, ``*``) are identified: the
+      learner parameters are fixed numbers, or identified with observed payoffs (a prior
+      on the payoff scale needs them, ``check_identifiable_setup``). A whole new
+      mechanism ``(Mechanism, params)`` is given in full: identified.
+    * ``welfare_identified``: False when welfare sums payoff levels that only the gauge
+      convention fixes (``Mechanism.levels_gauge`` under a shift-invariant learner,
+      no observed payoffs, docs/design.md §3), unless the new mechanism is given in full.
+    """
+    from .numpyro_model import fix_gauge
+
+    whole = isinstance(mechanism, tuple)
+    unidentified: list[str] = []
+    if isinstance(mechanism, dict):
+        overrides = [_parse_mechanism_override(model, name, value) for name, value in mechanism.items()]
+        unidentified = list(model.mechanism.unidentified_by(overrides, set(model.mechanism_known)))
+    welfare = whole or not (model.mechanism.levels_gauge and fix_gauge(model, observed))
+    return {
+        "identified": not unidentified,
+        "unidentified": unidentified,
+        "welfare_identified": bool(welfare),
+        "advice": model.mechanism.unidentified_advice if unidentified else "",
+    }
+
+
+def unidentified_message(names: list[str], advice: str) -> str:
+    """The one-line warning of an unidentified counterfactual."""
+    return (
+        f"this counterfactual depends on {', '.join(names)}, which the data do not identify (each draw's value "
+        f"comes from the prior), so its bands are prior-driven; {advice or 'change identified quantities instead'}"
+    )
 
 
 # ------------------------------------------------------------------ learner
@@ -123,7 +164,7 @@ def learner_intervention(model: Model, draws: Params, S: int, learner, index: np
         )
     overrides = [_parse_learner_override(model, name, value) for name, value in learner.items()]
     out = _apply_learner_overrides(draws, overrides, S)
-    description = {name: f"*{value!r}" if op == "*" else value.tolist() for name, op, value in overrides}
+    description = {name: _learner_description(op, value) for name, op, value in overrides}
     _check_learner_draws(model, out, index)
     return out, description
 
@@ -135,7 +176,15 @@ def _parse_learner_override(model: Model, name: str, value) -> tuple[str, str, A
     allowed = (*model.learner.param_names, "q0")
     where = f"{WHERE} learner override '{name}'"
     _check_known("learner", name, f"'{model.learner.name}' learner", list(allowed))
-    if isinstance(value, str):
+    op = "="
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        op, value = value
+        if op not in ("+", "*") or name == "q0":
+            raise DataError(
+                f"{where}: a relative change is ('+', value) or ('*', value), got op {op!r}"
+                + (" (q0 takes numbers only)" if name == "q0" else "")
+            )
+    if isinstance(value, str) and op == "=":
         match = _FACTOR.match(value)
         factor = _parse_float(match.group(1)) if match else None
         if name == "q0" or factor is None or not math.isfinite(factor):
@@ -154,7 +203,15 @@ def _parse_learner_override(model: Model, name: str, value) -> tuple[str, str, A
             f"{where}: expected shape {' or '.join(str(s) for s in allowed_shapes)} ({meaning}), "
             f"got shape {array.shape}"
         )
-    return name, "=", array
+    return name, op, array
+
+
+def _learner_description(op: str, value):
+    if op == "=":
+        return value.tolist()
+    if op == "*" and np.ndim(value) == 0:
+        return f"*{float(value)!r}"  # the form the CLI and earlier records use
+    return {"op": op, "value": np.asarray(value).tolist()}
 
 
 def _apply_learner_overrides(draws: Params, overrides, S: int) -> Params:
@@ -162,6 +219,8 @@ def _apply_learner_overrides(draws: Params, overrides, S: int) -> Params:
     for name, op, value in overrides:
         if op == "*":
             out[name] = np.asarray(out[name]) * value
+        elif op == "+":
+            out[name] = np.asarray(out[name]) + value
         else:
             out[name] = np.broadcast_to(value, (S, *value.shape))
     return out

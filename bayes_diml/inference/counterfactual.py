@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -32,12 +33,19 @@ import numpy as np
 
 from .._random import as_key
 from .._types import Array, Params, PRNGKey
-from ..errors import DataError
+from ..errors import DataError, UnidentifiedWarning
 from ..mechanisms import Mechanism
 from ..model import Model
 from ..simulate import simulate_arrays
 from ._counterfactual_result import INTERVAL, CounterfactualResult, summarise
-from ._interventions import WHERE, learner_intervention, mechanism_intervention
+from ._interventions import (
+    WHERE,
+    identification,
+    learner_intervention,
+    mechanism_intervention,
+    unidentified_message,
+)
+from .numpyro_model import observed_payoffs
 
 __all__ = ["counterfactual", "CounterfactualResult", "INTERVAL", "CHUNK_ELEMENTS", "PER_AGENT_MAX"]
 
@@ -71,19 +79,29 @@ def counterfactual(
             the parameter's exact shape), where a value ``("+", values)`` or
             ``("*", values)`` changes each draw's value instead of replacing it (a toll
             *increase* ``{"tau": ("+", [0.1, 0, 0, 0, 0])}`` moves only the identified
-            ``tau - c1``; an absolute toll also carries the prior-only ``c1``, docs/design.md §3);
+            ``tau - c1``; an absolute toll also carries the prior-only ``c1`` unless ``tau``
+            is known, docs/design.md §3);
             or a tuple ``(Mechanism, params)``: a different mechanism (same numbers of
             agents and actions) for every draw.
         learner: ``None`` or a dict of learner-parameter overrides: a number (or a
             per-agent list) sets the parameter for every draw; a string ``"*f"``
             multiplies each draw's value by ``f`` (``{"alpha": "*0.6", "beta": "*1.4",
-            "eps": "*1.5"}`` is the paper's shifted learner, docs/design.md §6). ``"q0"`` (shape
+            "eps": "*1.5"}`` is the paper's shifted learner, docs/design.md §6); ``("+", v)`` and
+            ``("*", v)`` (a number or one per agent) change each draw's value. ``"q0"`` (shape
             ``(A,)`` or ``(n, A)``) sets new initial learner states.
         num_episodes, num_rounds: simulated episodes and rounds per draw (static).
         seed: an int or a JAX key.
         max_draws: at most this many posterior draws, spread evenly over chains.
         return_actions: keep the simulated actions ``(S, E, T, n)`` in ``draws``
             (for checks; memory grows with every size).
+
+    Identification (``_interventions.identification``, before simulating): play that
+    depends on a prior-driven parameter (an absolute congestion toll while the tolls in
+    force are not in ``[mechanism.known]``: each draw keeps its prior-only ``c1``) gives
+    an ``UnidentifiedWarning`` naming it and the fix, and ``identified = False`` with the
+    names in the result and ``intervention``. Welfare that sums payoff levels only the
+    gauge fixes (``Mechanism.levels_gauge``, full-information learners, no observed
+    payoffs) is reported as not identified (``intervention["welfare_identified"]``).
 
     Returns:
         A ``CounterfactualResult``.
@@ -103,7 +121,7 @@ def counterfactual(
     sim_model, mech_params, mech_description = mechanism_intervention(model, params["mechanism"], S, mechanism)
     learner_params, learner_description = learner_intervention(model, params["learner"], S, learner, index)
     params = {"mechanism": mech_params, "learner": learner_params}
-
+    identified = _warn_if_unidentified(fit, mechanism)
     draws = _simulate(sim_model, params, key, index, E, T, bool(return_actions))
     first_round = int(getattr(fit.data, "first_round", 0) or 0)
     draws["draw"] = index
@@ -118,8 +136,20 @@ def counterfactual(
         "max_draws": max_draws,
         "num_draws": S,
         "interval": INTERVAL,
+        **{k: identified[k] for k in ("identified", "unidentified", "welfare_identified")},
     }
     return summarise(draws, intervention, *_labels(fit))
+
+
+def _warn_if_unidentified(fit, mechanism) -> dict:
+    """``identification`` of the change (before anything is simulated), with an
+    ``UnidentifiedWarning`` naming the prior-driven parameters when there are any."""
+    identified = identification(fit.model, mechanism, observed_payoffs(fit.data) is not None)
+    if not identified["identified"]:
+        warnings.warn(
+            UnidentifiedWarning(unidentified_message(identified["unidentified"], identified["advice"])), stacklevel=3
+        )
+    return identified
 
 
 # ------------------------------------------------------------- simulation

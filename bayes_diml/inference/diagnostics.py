@@ -96,7 +96,8 @@ def diagnose(fit) -> dict:
     import arviz as az
 
     tree = fit.to_arviz()
-    names = fit.summary_variables()
+    known = getattr(fit.model, "mechanism_known", {}) or {}  # [mechanism.known]: data, constant over draws
+    names = [n for n in fit.summary_variables() if n not in known]
     with np.errstate(invalid="ignore", divide="ignore"):  # coordinates pinned by the gauge are constant: NaN, skipped
         out["max_rhat"] = _extreme(az.rhat(tree, var_names=names), np.max) if fit.num_chains > 1 else float("nan")
         out["min_ess_bulk"] = _extreme(az.ess(tree, var_names=names, method="bulk"), np.min)
@@ -135,7 +136,7 @@ def summary(fit, var_names=None, mark_fixed: bool = False):
     intervals (columns ``eti90_lb``, ``eti90_ub``).
 
     Numbers, not strings; entries that do not vary over the draws (pinned at 0 by
-    the gauge) have no ESS, R-hat or MCSE: NaN there, or the word ``FIXED``
+    the gauge, or known in ``[mechanism.known]``) have no ESS, R-hat or MCSE: NaN there, or the word ``FIXED``
     ("fixed") with ``mark_fixed`` (as in a run folder's ``summary.csv``).
     """
     import arviz as az
@@ -150,6 +151,8 @@ def summary(fit, var_names=None, mark_fixed: bool = False):
     # constant over the draws, up to float rounding of the sd; one MAP draw: nothing is "fixed"
     if {"sd", "mean"} <= set(table.columns) and fit.num_total_draws > 1:
         fixed = table["sd"].to_numpy(float) <= 1e-9 * np.abs(table["mean"].to_numpy(float))
+    known = getattr(fit.model, "mechanism_known", {}) or {}  # [mechanism.known]: data, held at their values
+    fixed = fixed | np.array([str(i).split("[")[0] in known for i in table.index], bool)
     if fixed.any():
         columns = [c for c in ("ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd") if c in table.columns]
         if mark_fixed:

@@ -329,7 +329,8 @@ def fisher_notes(fisher: FisherDirections, mode: dict, num_pinned: int) -> list[
     ]
     if num_pinned:
         notes.append(
-            f"{num_pinned} coordinate(s) fixed by the gauge (no prior spread) are left out of the Fisher analysis."
+            f"{num_pinned} coordinate(s) with no prior spread (fixed by the gauge, or known) are left out of the "
+            "Fisher analysis."
         )
     values, flat = fisher.eigenvalues, fisher.flat
     if flat.any() and (~flat).any():

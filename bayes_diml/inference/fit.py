@@ -1,5 +1,18 @@
 """``bayes_diml.fit``: one entry point for NUTS, SVI and MAP (or ``"auto"``, which picks one
-per family and size: ``inference.auto``), returning a ``Fit``."""
+per family and size: ``inference.auto``), returning a ``Fit``.
+
+Options per method (``fit(..., **options)``):
+
+* ``"nuts"``: ``num_chains``, ``num_warmup``, ``num_samples``, ``target_accept``,
+  ``max_tree_depth``, ``chain_method``, ``warm_start_steps`` and ``dense_mass``: ``None``
+  (default) = a dense mass matrix (the Laplace frame of the Hessian at the posterior mode,
+  ``nuts.run_nuts``) for models with at most ``nuts.DENSE_MASS_MAX_DIM`` (1000)
+  unconstrained coordinates, ``True`` / ``False`` to force or refuse it.
+* ``"svi"``: ``guide`` = ``"normal"`` | ``"lowrank"``, ``steps``, ``learning_rate``,
+  ``num_samples``, ``rank``, ``num_particles``, ``batch_episodes`` (minibatches of
+  episodes on large data sets).
+* ``"map"``: ``steps``, ``learning_rate``, ``restarts``, ``laplace``, ``num_samples``.
+"""
 
 from __future__ import annotations
 
@@ -66,24 +79,10 @@ def fit(
         model: from ``read_spec`` or built in Python.
         data: ``Trajectories``, or the path (str or ``Path``) of a CSV or Parquet data
             file, read with ``load_data(path, model)``; validated against the model first.
-        method: ``"auto"`` (default): the method ``inference.auto.choose_method`` picks
-            for the family and size (NUTS for tabular and structured families up to
-            ``auto.NUTS_MAX_DIM`` latent coordinates and for the neural family's
-            function-space prior; low-rank SVI, minibatched when the data are large,
-            for neural weight-space and anonymous mechanisms); options a caller gives
-            replace the rule's, and options the chosen method does not take are
-            dropped (listed in ``info["options_ignored"]``).
-            ``"nuts"`` (options: ``num_chains``, ``num_warmup``, ``num_samples``,
-            ``target_accept``, ``max_tree_depth``, ``chain_method``, and ``dense_mass``:
-            ``None`` (default) = a dense mass matrix for models with at most
-            ``nuts.DENSE_MASS_MAX_DIM`` (1000) unconstrained coordinates, taken
-            from the Hessian at the posterior mode and refined during warmup
-            (``nuts.run_nuts``), ``True`` / ``False`` to force or refuse it),
-            ``"svi"`` (``guide`` = ``"normal"`` | ``"lowrank"``, ``steps``,
-            ``learning_rate``, ``num_samples``, ``rank``, ``num_particles``,
-            ``batch_episodes`` for minibatches of episodes on large data sets) or
-            ``"map"`` (``steps``, ``learning_rate``, ``restarts``, ``laplace``,
-            ``num_samples``).
+        method: ``"auto"`` (default: ``inference.auto.choose_method`` picks per family
+            and size; a caller's options replace the rule's, options the chosen method
+            does not take are listed in ``info["options_ignored"]``), ``"nuts"``,
+            ``"svi"`` or ``"map"``; each method's options: the module docstring.
         seed: an int or a JAX key (required, keyword only: nothing random happens without
             it); recorded in the result.
         posterior_predictive_draws: draws used for the posterior predictive

@@ -330,6 +330,10 @@ def _parameter_table(shapes, prior_sd, posterior_sd, loading, fit=None) -> pd.Da
             rows.append(_parameter_row(name, entry, rms(p), rms(q), rms(f) if known else np.nan))
         else:
             rows += [_parameter_row(name, label, p[j], q[j], f[j]) for j, label in enumerate(labels)]
+    known = getattr(getattr(fit, "model", None), "mechanism_known", None) or {}
+    for row in rows:  # [mechanism.known]: data, not a gauge convention
+        if row["name"] in known and row["prior_sd"] == 0:
+            row["verdict"] = "known (data)"
     columns = ["name", "entry", "prior_sd", "posterior_sd", "contraction", "flat_loading", "verdict"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -360,6 +364,11 @@ def _model_notes(fit, parameters: pd.DataFrame, differences: pd.DataFrame) -> li
     """Plain-words remarks from the model's structure and the tables (docs/design.md §3)."""
     model = fit.model
     notes = []
+    if model.mechanism_known:
+        notes.append(
+            f"Known ([mechanism.known]): {', '.join(sorted(model.mechanism_known))}: held at their values as data, "
+            "not sampled, and left out of the Fisher analysis."
+        )
     if model.learner.shift_invariant:
         notes.append("Payoff levels are not identified under a full-information learner; report differences.")
     if "beta" in model.learner.param_names:

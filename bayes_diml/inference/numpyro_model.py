@@ -1,6 +1,7 @@
 """The NumPyro model: priors at the edge, the parallel likelihood as one factor.
 
-    theta ~ p(theta)                    (family's parameterisation; gauge-fixed where needed)
+    theta ~ p(theta)                    (family's parameterisation; gauge-fixed where needed;
+                                         [mechanism.known] parameters held as constants)
     learner params: fixed, or ~ prior   (alpha ~ Beta, beta ~ LogNormal, ...)
       per-agent (hierarchical, non-centred):
         T(theta_i) = T(theta_mean) + theta_spread * z_i,  z_i ~ Normal(0, 1),
@@ -125,7 +126,9 @@ def sample_params(model: Model, num_episodes: int | None = None, observed: bool 
     whether observed payoffs enter (they pin the payoff levels: no gauge, and a
     ``payoff_sigma`` entry).
     """
-    mechanism = model.mechanism.sample_prior(model.mechanism_prior, fix_gauge(model, observed))
+    mechanism = model.mechanism.sample_prior_known(
+        model.mechanism_prior, fix_gauge(model, observed), model.mechanism_known
+    )
     learner = dict(model.fixed_learner_params)
     for name, prior in model.learner_priors.items():
         if name in model.per_agent:

@@ -7,7 +7,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .base import map_in_blocks, mlp, present_counts
+from .base import map_in_blocks, present_counts
+from .layers import mlp
 from .network import NetworkMechanism
 
 __all__ = ["Anonymous"]

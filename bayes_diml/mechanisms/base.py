@@ -25,66 +25,14 @@ import numpy as np
 
 from .._static import dataclass_key
 from .._types import Array, Params, PRNGKey
+from .options import SPEC_COMMON_KEYS, check_choice, check_keys, positive_number
 
 __all__ = [
     "Mechanism",
     "present_counts",
-    "mlp",
-    "dense_stack_shapes",
-    "init_dense_stack",
-    "sample_site",
-    "sample_dense_stack",
-    "sample_network",
-    "positive_number",
-    "check_choice",
-    "check_keys",
-    "positive_int_list",
-    "load_npz",
-    "SPEC_COMMON_KEYS",
+    "map_in_blocks",
+    "ROWS_PER_BLOCK",
 ]
-
-SPEC_COMMON_KEYS = frozenset({"family", "truth", "prior"})
-"""Keys of ``[mechanism]`` that every family accepts (the spec reader parses them)."""
-
-
-def check_keys(keys, allowed, where: str) -> None:
-    """Raise ``SpecError`` naming the first key of ``keys`` outside ``allowed`` (with the
-    closest allowed key as a hint)."""
-    from ..errors import SpecError
-
-    for key in keys:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise SpecError(f"{where}: unknown key '{key}'{hint}; allowed: {sorted(allowed)}")
-
-
-def load_npz(base_dir: Path, name, key: str, where: str) -> dict[str, np.ndarray]:
-    """The arrays of the ``.npz`` file a spec names under ``key`` (relative to ``base_dir``)."""
-    import os
-
-    from ..errors import SpecError
-
-    if not isinstance(name, str):
-        raise SpecError(f"{where}: '{key}' must be the name of a .npz file, got {name!r}")
-    file = (Path(base_dir) / name) if not os.path.isabs(name) else Path(name)
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except FileNotFoundError:
-        raise SpecError(f"{where}: '{key}' names {file}, which does not exist") from None
-    except (OSError, ValueError) as err:
-        raise SpecError(f"{where}: cannot read {file} as a NumPy .npz archive: {err}") from None
-
-
-def positive_int_list(value, key: str, where: str) -> tuple[int, ...]:
-    """A spec value that must be a list of positive integers (layer sizes), as a tuple."""
-    from ..errors import SpecError
-
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise SpecError(f"{where}: '{key}' must be a list of positive integers, got {value!r}")
-    return tuple(value)
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Mechanism:
@@ -133,6 +81,19 @@ class Mechanism:
     prior_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
     prior_domains: ClassVar[dict] = {}
     spec_options: ClassVar[frozenset[str]] = frozenset()
+    known_params: ClassVar[frozenset[str]] = frozenset()
+    """Parameters a spec may declare known in ``[mechanism.known]`` (the policy in force when
+    the data were recorded): they are not sampled and enter the likelihood as constants
+    (``sample_prior_known``). None by default."""
+    levels_gauge: ClassVar[bool] = True
+    """Whether the family's payoff *levels* carry a gauge freedom under full-information
+    (shift-invariant) learners (docs/design.md §3): a constant added to every action's
+    payoff in a context is invisible to them, so the levels (hence welfare, a sum of
+    payoff levels) are fixed by the gauge convention, not by the data. False for families
+    whose payoffs cannot express such a shift (congestion)."""
+    unidentified_advice: ClassVar[str] = ""
+    """What to do instead when a counterfactual depends on a parameter the data do not
+    identify (``unidentified_by``): the end of the one-line warning."""
     svi_warning: ClassVar[str | None] = None
     """Set on families whose SVI intervals were measured too narrow (or never checked against
     a truth): what ``fit`` warns when SVI runs on them, and why ``method="auto"`` runs
@@ -275,9 +236,78 @@ class Mechanism:
         """
         raise NotImplementedError
 
+    def sample_prior_known(self, options: dict, fix_gauge: bool, known: dict) -> Params:
+        """``sample_prior`` with the parameters in ``known`` (name -> array, checked by
+        ``check_known``) held at their values: they are not latent (no sample site, no
+        prior density), and appear as deterministic sites constant across draws, so the
+        posterior still carries them.
+
+        The default holds sites that ``sample_prior`` samples under the parameter's own
+        name (NumPyro ``block`` + ``substitute``); a family whose known parameter is a
+        function of its sampled coordinates overrides this (``Congestion``).
+        """
+        import numpyro
+
+        if not known:
+            return self.sample_prior(options, fix_gauge)
+        names = list(known)
+        with numpyro.handlers.block(hide=names), numpyro.handlers.substitute(data=dict(known)):
+            params = dict(self.sample_prior(options, fix_gauge))
+        for name in names:
+            params[name] = numpyro.deterministic(name, jnp.asarray(known[name]))
+        return params
+
+    def check_known(self, known: dict, where: str = "[mechanism.known]") -> dict[str, np.ndarray]:
+        """The ``[mechanism.known]`` values as float arrays, checked: each a parameter this
+        family allows as known (``known_params``), of its shape, finite and inside its
+        domain (``known_problem``). Raises ``SpecError`` in one line naming the parameter
+        and what is allowed."""
+        from ..errors import SpecError
+
+        if not isinstance(known, dict):
+            raise SpecError(f"{where}: must be a table of parameter = value")
+        shapes = self.param_shapes()
+        allowed = sorted(self.known_params)
+        out: dict[str, np.ndarray] = {}
+        for name, value in known.items():
+            if name not in self.known_params:
+                what = f"allowed: {allowed}" if allowed else "this family allows no known parameters"
+                raise SpecError(f"{where}: '{name}' cannot be declared known for the {self.family} family; {what}")
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise SpecError(f"{where}: '{name}' must be numbers, got {value!r}") from None
+            if array.shape != tuple(shapes[name]):
+                raise SpecError(f"{where}: '{name}' has shape {array.shape}, expected {tuple(shapes[name])}")
+            if not np.all(np.isfinite(array)):
+                raise SpecError(f"{where}: '{name}' has non-finite entries")
+            problem = self.known_problem(name, array)
+            if problem:
+                raise SpecError(f"{where}: '{name}' {problem}")
+            out[name] = array
+        return out
+
+    def known_problem(self, name: str, value: np.ndarray) -> str | None:
+        """Why a known value is outside its parameter's domain, or ``None`` (any finite value
+        by default)."""
+        return None
+
+    def unidentified_by(self, overrides, known) -> list[str]:
+        """Names of the prior-driven parameters on which play under ``overrides`` depends.
+
+        Args:
+            overrides: ``(name, op, array)`` of mechanism-parameter changes, ``op`` one of
+                ``"="`` (replace), ``"+"``, ``"*"`` (change each draw's value).
+            known: the names declared known (``[mechanism.known]``).
+
+        None by default: the family's payoff differences are identified up to the gauge
+        (whose directions no learner sees, so no change of them moves play); a family with
+        flat directions beyond the gauge names them (``Congestion``).
+        """
+        return []
+
     def check_prior_options(self, options: dict, where: str = "[mechanism.prior]") -> None:
         """Raise ``SpecError`` naming an unknown ``[mechanism.prior]`` key."""
-        import difflib
 
         from ..errors import SpecError
         from ..priors import Prior
@@ -398,130 +428,3 @@ def map_in_blocks(fn, xs: tuple, rows_per_item: int):
     body = jax.checkpoint(lambda b: jax.vmap(fn)(*b), policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     out = jax.lax.map(body, tuple(blocked))
     return jax.tree.map(lambda y: y.reshape(num_blocks * block, *y.shape[2:])[:num], out)
-
-
-def mlp(params: Params, prefix: str, x: Array, num_layers: int, activation) -> Array:
-    """Dense layers ``{prefix}w{l}``, ``{prefix}b{l}``; activation on all but the last."""
-    for layer in range(num_layers):
-        x = x @ params[f"{prefix}w{layer}"] + params[f"{prefix}b{layer}"]
-        if layer < num_layers - 1:
-            x = activation(x)
-    return x
-
-
-def torch_default_dense(key: PRNGKey, fan_in: int, fan_out: int) -> tuple[Array, Array]:
-    """A dense layer at PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-
-    The paper's random true networks are drawn this way (docs/design.md §6).
-    """
-    bound = 1.0 / np.sqrt(fan_in)
-    kw, kb = jax.random.split(key)
-    w = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
-    b = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
-    return w, b
-
-
-def dense_stack_shapes(prefix: str, sizes: list[int]) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of dense layers mapping ``sizes[0] -> ... -> sizes[-1]``."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes[f"{prefix}w{layer}"] = (fan_in, fan_out)
-        shapes[f"{prefix}b{layer}"] = (fan_out,)
-    return shapes
-
-
-def init_dense_stack(key: PRNGKey, prefix: str, sizes: list[int]) -> Params:
-    """PyTorch-default initialisation of a dense stack (see ``dense_stack_shapes``)."""
-    params: Params = {}
-    keys = jax.random.split(key, len(sizes) - 1)
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        params[f"{prefix}w{layer}"], params[f"{prefix}b{layer}"] = torch_default_dense(keys[layer], fan_in, fan_out)
-    return params
-
-
-# ------------------------------------------------------------------ priors
-def sample_site(name: str, options: dict, default: dict, shape: tuple[int, ...], where: str = "[mechanism.prior]"):
-    """``numpyro.sample(name, prior)`` of an array of ``shape`` i.i.d. entries.
-
-    The prior is ``options[name]`` (an inline table, e.g. ``{dist = "normal",
-    loc = 0, scale = 1}``) if the spec gives one, else ``default``.
-    """
-    import numpyro
-
-    from ..priors import Prior
-
-    prior = Prior.parse(options.get(name, default), f"{where} {name}")
-    distribution = prior.to_numpyro()
-    if shape:
-        distribution = distribution.expand(shape).to_event(len(shape))
-    return numpyro.sample(name, distribution)
-
-
-def sample_dense_stack(
-    prefix: str, sizes: list[int], scale: float, drop_last_bias: bool, output_scale: float = 1.0
-) -> Params:
-    """Normal(0, scale / sqrt(fan_in)) priors on a dense stack's weights and biases
-    (the output layer's multiplied by ``output_scale``: the prior payoff scale).
-
-    With ``drop_last_bias`` the output bias is fixed at zero: it shifts every
-    action's payoff alike, which no full-information learner can see (the gauge).
-    """
-    import numpyro
-    import numpyro.distributions as dist
-
-    params: Params = {}
-    num_layers = len(sizes) - 1
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        s = scale / np.sqrt(fan_in) * (output_scale if layer == num_layers - 1 else 1.0)
-        params[f"{prefix}w{layer}"] = numpyro.sample(
-            f"{prefix}w{layer}", dist.Normal(0.0, s).expand((fan_in, fan_out)).to_event(2)
-        )
-        if drop_last_bias and layer == num_layers - 1:
-            params[f"{prefix}b{layer}"] = numpyro.deterministic(f"{prefix}b{layer}", jnp.zeros((fan_out,)))
-        else:
-            params[f"{prefix}b{layer}"] = numpyro.sample(
-                f"{prefix}b{layer}", dist.Normal(0.0, s).expand((fan_out,)).to_event(1)
-            )
-    return params
-
-
-def sample_network(embed_shape: tuple[int, ...], sizes: list[int], options: dict, fix_gauge: bool) -> Params:
-    """Prior of an embedding + dense network (neural and anonymous families).
-
-    ``embed ~ Normal(0, 1)``; weights and biases ``~ Normal(0, weight_scale /
-    sqrt(fan_in))``, the output layer's times ``output_scale``; the output bias
-    pinned at 0 when the gauge is fixed (it shifts every action's payoff alike).
-    """
-    import numpyro
-    import numpyro.distributions as dist
-
-    params: Params = {
-        "embed": numpyro.sample("embed", dist.Normal(0.0, 1.0).expand(embed_shape).to_event(len(embed_shape)))
-    }
-    params.update(
-        sample_dense_stack(
-            "", sizes, positive_number(options, "weight_scale", 1.0), fix_gauge,
-            positive_number(options, "output_scale", 1.0),
-        )
-    )
-    return params
-
-
-def check_choice(value, key: str, choices: tuple[str, ...], where: str = "[mechanism.prior]") -> str:
-    """``value`` if it is one of ``choices``, else ``SpecError`` in one line naming ``key``."""
-    from ..errors import SpecError
-
-    if not isinstance(value, str) or value not in choices:
-        allowed = " or ".join(f'"{c}"' for c in choices)
-        raise SpecError(f"{where}: '{key}' must be {allowed}, got {value!r}")
-    return value
-
-
-def positive_number(options: dict, key: str, default: float, where: str = "[mechanism.prior]") -> float:
-    """A positive number option of ``[mechanism.prior]`` (e.g. a prior scale)."""
-    from ..errors import SpecError
-
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-        raise SpecError(f"{where}: '{key}' must be a positive number, got {value!r}")
-    return float(value)

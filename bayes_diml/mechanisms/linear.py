@@ -71,7 +71,7 @@ class Linear(Mechanism):
         ``cross`` (and optionally ``feature_names``); ``feature_names``: a list that
         overrides the file's."""
         from ..errors import SpecError
-        from .base import check_keys, load_npz
+        from .options import check_keys, load_npz
 
         if "features" not in section:
             raise SpecError(f"{where}: the linear family needs 'features', a .npz file with arrays 'own' (A, F) and/or 'cross' (A, A, F)")
@@ -115,6 +115,12 @@ class Linear(Mechanism):
             flat &= np.all(np.ptp(np.asarray(self.cross), axis=0) == 0, axis=0)
         return flat
 
+    @property
+    def levels_gauge(self) -> bool:
+        """The weights of features that do not vary with the own action shift every action
+        alike (pinned at 0 by the gauge): payoff levels are identified only without them."""
+        return bool(self.invisible_features().any())
+
     def sample_prior(self, options, fix_gauge):
         """``theta ~ Normal(0, 1)`` (or the ``theta`` prior); invisible features pinned at 0.
 
@@ -123,7 +129,7 @@ class Linear(Mechanism):
         """
         import numpyro
 
-        from .base import sample_site
+        from .options import sample_site
 
         default = {"dist": "normal", "loc": 0.0, "scale": 1.0}
         invisible = self.invisible_features() if fix_gauge else np.zeros(self.num_features, bool)

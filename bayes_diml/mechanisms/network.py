@@ -9,7 +9,9 @@ from typing import ClassVar
 import jax
 
 from .._types import Params, PRNGKey
-from .base import Mechanism, dense_stack_shapes, init_dense_stack, positive_int_list, sample_network
+from .base import Mechanism
+from .layers import dense_stack_shapes, init_dense_stack, sample_network
+from .options import positive_int_list
 
 __all__ = ["NetworkMechanism"]
 

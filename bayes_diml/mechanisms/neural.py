@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import check_choice, mlp
+from .layers import mlp
 from .network import NetworkMechanism
+from .options import check_choice
 from .tabular import Tabular
 
 __all__ = ["Neural", "TABLE_MAX_JOINT", "PRIOR_SPACES", "prior_space"]

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .base import SPEC_COMMON_KEYS, check_keys, positive_number, sample_network
+from .layers import sample_network
 from .neural import PRIOR_SPACES, TABLE_MAX_JOINT, Neural, prior_space
+from .options import SPEC_COMMON_KEYS, check_keys, positive_number
 from .tabular import Tabular
 
 __all__ = [

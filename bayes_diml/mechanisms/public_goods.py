@@ -9,16 +9,9 @@ import numpy as np
 
 from .._types import Params, PRNGKey
 from ..priors import Domain, Interval, Prior
-from .base import (
-    Mechanism,
-    dense_stack_shapes,
-    init_dense_stack,
-    mlp,
-    positive_int_list,
-    positive_number,
-    sample_dense_stack,
-    sample_site,
-)
+from .base import Mechanism
+from .layers import dense_stack_shapes, init_dense_stack, mlp, sample_dense_stack
+from .options import positive_int_list, positive_number, sample_site
 
 __all__ = ["PublicGoods"]
 
@@ -48,6 +41,20 @@ class PublicGoods(Mechanism):
     spec_options = frozenset({"subsidy", "subsidy_hidden"})
     prior_options = frozenset({"scale", "k", "cost", "weight_scale"})
     prior_numbers = frozenset({"weight_scale"})
+    known_params = frozenset({"scale", "k", "cost"})
+    """``[mechanism.known]``: the benefit's ``scale`` and ``k`` and the ``cost`` (scalars),
+    held at their values (``Mechanism.sample_prior_known``)."""
+
+    @property
+    def levels_gauge(self) -> bool:
+        """Only the subsidy network's output bias shifts every action alike: without a
+        subsidy the payoff levels are identified (welfare is reported)."""
+        return self.subsidy_hidden is not None
+
+    def known_problem(self, name, value):
+        if name in ("scale", "k") and not float(value) > 0:
+            return f"must be > 0 (a saturating benefit), got {float(value)!r}"
+        return None
 
     NETWORK_NUTS = {"num_chains": 2, "num_warmup": 200, "num_samples": 400, "max_tree_depth": 8}
     """NUTS options ``method="auto"`` uses with a subsidy network (E3's measured settings,

@@ -83,7 +83,7 @@ class Tabular(Mechanism):
         import numpyro
         import numpyro.distributions as dist
 
-        from .base import positive_number
+        from .options import positive_number
 
         scale = positive_number(options, "scale", 1.0)
         rows, agents = self.free_entries(fix_gauge)
