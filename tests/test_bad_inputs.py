@@ -297,7 +297,7 @@ CASES: list[Case] = [
          "'public_goods', 'tabular']", "spec"),
     Case("spec-unknown-mechanism-key", OK_DATA, "spec_unknown_mechanism_key.toml",
          "error: {dir}/spec_unknown_mechanism_key.toml [mechanism]: unknown key 'hidden'; allowed: "
-         "['family', 'prior', 'truth']", "spec"),
+         "['family', 'known', 'prior', 'truth']", "spec"),
     Case("spec-neural-hidden-zero", OK_DATA, "spec_neural_hidden_zero.toml",
          "error: {dir}/spec_neural_hidden_zero.toml [mechanism]: 'hidden' must be a list of positive "
          "integers, got [0]", "spec"),
