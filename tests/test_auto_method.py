@@ -116,9 +116,6 @@ def test_the_nuts_limit_is_on_latent_coordinates():
     assert auto.choose_method(model_of(Tabular(4, 5)), sizes()).method == "nuts"
 
 
-
-
-
 def test_auto_minibatches_svi_when_the_data_are_large(monkeypatch):
     """The batch is the largest number of episodes whose SVI fit needs at most half the
     memory available; with room for the whole data, no minibatches."""
@@ -130,9 +127,12 @@ def test_auto_minibatches_svi_when_the_data_are_large(monkeypatch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, str(limit))
     choice = auto.choose_method(model, sizes(episodes, rounds))
     batch = choice.options["batch_episodes"]
-    assert 1 <= batch < episodes and "minibatches" in choice.reason
+    assert 1 <= batch < episodes
+    assert f"minibatches of {batch} of the {episodes} episodes" in choice.reason
     budget = auto.MINIBATCH_MEMORY_SHARE * limit
     assert fit_memory(model, episodes, rounds, "svi", {**options, "batch_episodes": batch})[0] <= budget
+    # the largest such batch: one more episode per batch would not fit
+    assert fit_memory(model, episodes, rounds, "svi", {**options, "batch_episodes": batch + 1})[0] > budget
     assert fit_memory(model, episodes, rounds, "svi", {**options, "batch_episodes": batch + 1})[0] > budget
     monkeypatch.setenv(MEMORY_LIMIT_ENV, str(4 * whole))
     assert "batch_episodes" not in auto.choose_method(model, sizes(episodes, rounds)).options
