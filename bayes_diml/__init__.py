@@ -13,11 +13,13 @@ int or a JAX key) with no default. Anything not listed is internal and may chang
 
 from . import plots
 from .calibration import sbc
-from .errors import DataError, FitError, SpecError, UncalibratedWarning
+from .errors import DataError, FitError, MisfitWarning, SpecError, UncalibratedWarning
 from .inference import Fit, compare, fit, load_fit
 from .inference.counterfactual import counterfactual
+from .inference.design import design
 from .inference.diagnostics import diagnose, sensitivity, summary
 from .inference.identifiability import identifiability_report
+from .inference.ppc import ppc
 from .inference.queries import payoff_differences, sample_queries
 from .inference.storage import save_fit
 from .learners import Learner, bandit_q, ewa, hedge, logit_q, logit_q_decreasing
@@ -43,6 +45,7 @@ __all__ = [
     "SpecError",
     "FitError",
     "UncalibratedWarning",
+    "MisfitWarning",
     # building a model
     "Model",
     "Prior",
@@ -83,7 +86,9 @@ __all__ = [
     "payoff_differences",
     "sample_queries",
     "identifiability_report",
+    "ppc",
     "counterfactual",
+    "design",
     "compare",
     "sbc",
     "plots",

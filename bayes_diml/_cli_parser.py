@@ -147,6 +147,28 @@ def _counterfactual(verbs) -> argparse.ArgumentParser:
     return p
 
 
+def _design(verbs) -> argparse.ArgumentParser:
+    p = verbs.add_parser("design", help="the lever values that maximise a posterior expected objective of simulated play")
+    _run(p)
+    p.add_argument("--lever", required=True, help="the mechanism parameter to set, e.g. tau (declared known in [mechanism.known])")
+    p.add_argument("--lower", required=True, help="lower bound: a number or a JSON list, one value per entry of the lever")
+    p.add_argument("--upper", required=True, help="upper bound: a number or a JSON list")
+    p.add_argument("--objective", default="welfare",
+                   help="welfare, net_welfare (without the transfers the lever pays or charges) or share:ACTION "
+                        "(the share of plays on ACTION over the last quarter of rounds) (default welfare)")
+    p.add_argument("--target", type=float, default=None, help="with share:ACTION: aim at this share (-(share - X)^2)")
+    p.add_argument("--risk", default="mean", help="mean, or cvar:q (the mean of the worst q share of draws) (default mean)")
+    _episodes_and_rounds(p)
+    _seed(p)
+    p.add_argument("--max-draws", type=_positive_int, default=200, help="posterior draws, spread evenly over chains (default 200)")
+    p.add_argument("--candidates", type=_positive_int, default=32, help="candidates per compiled batch (default 32)")
+    p.add_argument("--refinements", type=_nonnegative_int, default=4, help="rounds of local refinement (default 4)")
+    p.add_argument("--out", required=True, help="output JSON (also recorded in RUN/designs/)")
+    _overwrite(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
 def _report(verbs) -> argparse.ArgumentParser:
     p = verbs.add_parser("report", help="write RUN/report.html: one self-contained page on a run folder")
     _run(p, "run folder written by 'fit' or 'demo'")
@@ -224,6 +246,7 @@ VERBS = (
     ("fit", _fit),
     ("query", _query),
     ("counterfactual", _counterfactual),
+    ("design", _design),
     ("report", _report),
     ("compare", _compare),
     ("reproduce", _reproduce),

@@ -2,7 +2,8 @@
 messages, and the check of its column names.
 
 One row per (episode, round, agent) that played, with the columns
-``episode,round,agent,action[,payoff]``. CSV, Parquet and DataFrames are all held as a
+``episode,round,agent,action[,payoff]``, or with an outcome column a spec names in place
+of ``payoff`` (``bayes_diml.outcomes``). CSV, Parquet and DataFrames are all held as a
 :class:`_Table` before their cells are parsed.
 """
 
@@ -116,9 +117,10 @@ class _Table:
         return DataError(f"{self.source}, {self.where(row)}, column '{column}': {message}")
 
 
-def _check_columns(names: list, source: str, header: str) -> None:
-    """Refuses missing, misspelled, repeated, unnamed or unknown columns."""
-    allowed = (*REQUIRED_COLUMNS, PAYOFF_COLUMN)
+def _check_columns(names: list, source: str, header: str, extra: tuple = ()) -> None:
+    """Refuses missing, misspelled, repeated, unnamed or unknown columns; ``extra``: the
+    outcome column a spec names (``[payoff] column``), also allowed."""
+    allowed = (*REQUIRED_COLUMNS, PAYOFF_COLUMN, *extra)
     shown = ", ".join(_show(n) for n in names) or "none"
     prefix = f"{source}, {header}"
     found = f"found columns {shown}; expected {_HEADER_TEXT}"

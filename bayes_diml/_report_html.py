@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import io
 import json
 from pathlib import Path
 
@@ -65,8 +66,28 @@ def png_image(path: Path, alt: str) -> str:
     payload = path.read_bytes()
     if not payload.startswith(_PNG_SIGNATURE):
         return missing_note(f"{path.name} is not a PNG image.")
+    return png_tag(payload, alt)
+
+
+def png_tag(payload: bytes, alt: str) -> str:
+    """PNG bytes as an embedded ``<img>`` (a data URI: the page stays self-contained)."""
     encoded = base64.b64encode(payload).decode("ascii")
     return f'<img src="data:image/png;base64,{encoded}" alt="{escape(alt)}">'
+
+
+def figure_image(draw, alt: str, failure: str) -> str:
+    """The matplotlib figure ``draw()`` returns, as an embedded PNG; when the recorded data
+    cannot be drawn, ``failure`` and the reason as one sentence instead."""
+    import matplotlib.pyplot as plt
+
+    try:
+        figure = draw()
+    except (KeyError, TypeError, ValueError) as err:
+        return missing_note(f"{failure} ({err}).")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return png_tag(buffer.getvalue(), alt)
 
 
 def html_table(frame: pd.DataFrame, note: str | None = None, max_rows: int = TABLE_ROWS) -> str:

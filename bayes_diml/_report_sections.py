@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._report_design import design_section
 from ._report_html import (
     as_float,
     bullet_list,
@@ -29,6 +30,7 @@ from ._report_html import (
     read_csv,
     read_json,
 )
+from ._report_ppc import conditional_checks_html
 from .errors import DataError
 from .inference.results import CREDIBLE_LEVEL, interval_columns
 
@@ -252,6 +254,7 @@ def _predictive_section(run: Path) -> str:
             f"({inside / cells:.0%}; about {PREDICTIVE_BAND:.0%} or more is expected when the model fits).</p>"
         )
     parts.append(png_image(run / "posterior_predictive.png", "posterior predictive check of action frequencies per round"))
+    parts.append(conditional_checks_html(run))
     return "\n".join(parts)
 
 
@@ -408,6 +411,7 @@ SECTION_BUILDERS = {
     "identifiability": _identifiability_section,
     "predictive": _predictive_section,
     "counterfactuals": _counterfactuals_section,
+    "design": design_section,
     "provenance": _provenance_section,
 }
 """Anchor of each section -> the function that builds its body from the run folder."""

@@ -184,8 +184,9 @@ def _read_csv(path: str | os.PathLike, source: str) -> tuple[pd.DataFrame, np.nd
     return df, row_lines
 
 
-def _read_parquet(path: str | os.PathLike, source: str) -> pd.DataFrame:
-    """Reads a long-format Parquet file as typed cells (a null is None, except in floats).
+def _read_parquet(path: str | os.PathLike, source: str, extra: tuple = ()) -> pd.DataFrame:
+    """Reads a long-format Parquet file as typed cells (a null is None, except in floats);
+    ``extra``: an outcome column's name, also allowed.
 
     Raises:
         DataError: Not a readable Parquet file, or bad column names.
@@ -200,7 +201,7 @@ def _read_parquet(path: str | os.PathLike, source: str) -> pd.DataFrame:
         if isinstance(err, FileNotFoundError):
             raise
         raise DataError(f"{source}: not a readable Parquet file ({err})") from None
-    _check_columns(table.column_names, source, "column names")
+    _check_columns(table.column_names, source, "column names", extra)
     return pd.DataFrame({name: _arrow_to_series(table.column(name))
                          for name in table.column_names})
 

@@ -330,8 +330,10 @@ def _check_round_gaps(table: _Table, ep: np.ndarray, t: np.ndarray,
 
 
 def _parse_table(table: _Table, num_actions: Any, action_labels: Any,
-                 agent_labels: Any = None) -> dict[str, Any]:
+                 agent_labels: Any = None, outcomes: Any = None) -> dict[str, Any]:
     """The parsing core shared by CSV, Parquet and DataFrame input.
+
+    ``outcomes``: ``(column, labels)`` of an outcome column (``outcomes.parse_outcome_cells``), or None.
 
     Returns:
         The fields of the ``Trajectories``, by name (it checks them on construction).
@@ -345,6 +347,7 @@ def _parse_table(table: _Table, num_actions: Any, action_labels: Any,
     agent_labels, ag = _parse_labels(table, "agent", agent_labels)
     codes, num_actions, action_labels = _parse_actions(table, num_actions, action_labels)
     values = _parse_payoff(table) if PAYOFF_COLUMN in table.frame.columns else None
+    outcome_codes, outcome_labels = _outcome_codes(table, outcomes, values is not None)
     first_round = int(rounds.min())
     t = rounds - first_round
     _check_duplicates(table, ep, t, ag, (episode_labels, agent_labels), first_round)
@@ -359,14 +362,36 @@ def _parse_table(table: _Table, num_actions: Any, action_labels: Any,
     if values is not None:
         payoff = np.full(shape, np.nan)
         payoff[ep, t, ag] = values
+    outcome = None
+    if outcome_codes is not None:
+        from bayes_diml.outcomes import OutcomeColumn
+
+        codes = np.full(shape, -1, np.int32)
+        codes[ep, t, ag] = outcome_codes
+        outcome = OutcomeColumn(outcomes[0], outcome_labels, codes)
     return dict(actions=actions, mask=mask, num_actions=num_actions,
                 episode_labels=episode_labels, agent_labels=agent_labels,
-                action_labels=action_labels, first_round=first_round, payoff=payoff)
+                action_labels=action_labels, first_round=first_round, payoff=payoff,
+                outcome=outcome)
+
+
+def _outcome_codes(table: _Table, outcomes: Any, has_payoff: bool) -> tuple:
+    """``(codes per row, labels)`` of the outcome column ``outcomes = (column, labels)``
+    names; ``(None, None)`` when there is none in the table."""
+    if outcomes is None or outcomes[0] not in table.frame.columns:
+        return None, None
+    if has_payoff:
+        raise DataError(f"{table.source}: columns {_show(PAYOFF_COLUMN)} and {_show(outcomes[0])} both give "
+                        "the realised payoffs; keep one of them")
+    from bayes_diml.outcomes import parse_outcome_cells
+
+    return parse_outcome_cells(table, outcomes[0], outcomes[1])
 
 
 def _parse_frame(df: Any, source: str, row_word: str, row_offset: int, header: str,
                  num_actions: Any, action_labels: Any,
-                 agent_labels: Any = None, row_lines: np.ndarray | None = None) -> dict[str, Any]:
+                 agent_labels: Any = None, row_lines: np.ndarray | None = None,
+                 outcomes: Any = None) -> dict[str, Any]:
     """Checks a DataFrame's columns and hands its cells to the parsing core.
 
     Returns:
@@ -375,11 +400,11 @@ def _parse_frame(df: Any, source: str, row_word: str, row_offset: int, header: s
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
     names = list(df.columns)
-    _check_columns(names, source, header)
+    _check_columns(names, source, header, () if outcomes is None else (outcomes[0],))
     if len(df) == 0:
         raise DataError(
             f"{source}, {row_word} {row_offset}: no data rows; expected one row per "
             f"(episode, round, agent) that played, with columns {_HEADER_TEXT}")
     table = _Table(source, df, row_word, row_offset, row_lines)
-    return _parse_table(table, num_actions, action_labels, agent_labels)
+    return _parse_table(table, num_actions, action_labels, agent_labels, outcomes)
 

@@ -18,8 +18,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import _cli_parser
-from .errors import DataError, FitError, UncalibratedWarning, UnidentifiedWarning
+from . import _cli_design, _cli_parser
+from .errors import DataError, FitError, MisfitWarning, UncalibratedWarning, UnidentifiedWarning
 
 __all__ = ["main"]
 
@@ -110,12 +110,12 @@ def _method_options(args) -> dict:
 
 
 def _uncalibrated_printer(previous):
-    """A ``warnings.showwarning`` for ``fit`` and ``counterfactual``: an ``UncalibratedWarning``
-    or ``UnidentifiedWarning`` as one ``warning: ...`` line on stderr, any other warning
+    """A ``warnings.showwarning`` for ``fit`` and ``counterfactual``: an ``UncalibratedWarning``,
+    ``UnidentifiedWarning`` or ``MisfitWarning`` as one ``warning: ...`` line on stderr, any other warning
     passed to ``previous``."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, (UncalibratedWarning, UnidentifiedWarning)):
+        if issubclass(category, (UncalibratedWarning, UnidentifiedWarning, MisfitWarning)):
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
             previous(message, category, filename, lineno, file, line)
@@ -391,6 +391,7 @@ COMMANDS = {
     "fit": cmd_fit,
     "query": cmd_query,
     "counterfactual": cmd_counterfactual,
+    "design": _cli_design.cmd_design,
     "report": cmd_report,
     "compare": cmd_compare,
     "reproduce": cmd_reproduce,

@@ -1,6 +1,6 @@
 """Exceptions: bad input (raised before anything is traced) and failed fits."""
 
-__all__ = ["DataError", "SpecError", "FitError", "ResourceError", "UncalibratedWarning", "UnidentifiedWarning"]
+__all__ = ["DataError", "SpecError", "FitError", "ResourceError", "UncalibratedWarning", "UnidentifiedWarning", "MisfitWarning"]
 
 
 class DataError(ValueError):
@@ -45,4 +45,13 @@ class UnidentifiedWarning(UserWarning):
     tolls in force are not known, so each draw keeps its prior-only ``c1``. The message
     names the parameter(s) and what to do instead; the result records
     ``"identified": false`` and the names (``CounterfactualResult.unidentified``).
+    """
+
+
+class MisfitWarning(UserWarning):
+    """A fit whose conditional posterior predictive checks fail (``inference.ppc``): play
+    simulated from the fitted model does not reproduce how the observed choices follow
+    the agent's own previous choice, the opponent's, or the previous payoff. The message
+    names the failing tables and their tail probabilities; the tables are in the run
+    folder's ``diagnostics.json`` (``"ppc"``) and the report.
     """

@@ -4,7 +4,11 @@ For one episode with observed actions ``a_t`` (teacher forcing):
 
     U_t[i, k]  = M(k, a_{t,-i})_i                   all rounds at once (vmap)
     Q_{t+1}    = decay_t * Q_t + drive_t            (decay, drive) from the learner
-    log p(a)   = sum_t sum_i [agent i played at t] log pi_t(a_{t,i} | i)
+    log p(a)   = sum_t sum_i [agent i played at t] [i modelled] log pi_t(a_{t,i} | i)
+
+``pi_t`` is ``learners.log_policy``: the rule's policy, plus with ``stickiness`` the
+bias ``kappa_i 1[k = a_{t-1,i}]`` of the observed previous action (``learners.stickiness``),
+which is data under teacher forcing and leaves the recurrence for ``Q`` as it is.
 
 Because ``U_t`` depends only on the observed actions, the whole path of ``Q``
 is a first-order linear recurrence, computed by ``jax.lax.associative_scan`` in
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._types import Array, Params
-from .learners import step_coefficients
+from .learners import STICKINESS, choice_indicator, log_policy, previous_choices, step_coefficients
 from .model import Model
 from .sharding import shard_episodes, use_sharding
 
@@ -109,12 +113,13 @@ def _payoffs_before_last_round(model: Model, prepared, actions: Array, present: 
     return jnp.concatenate([flat, jnp.zeros((E, 1, n, model.num_actions), flat.dtype)], axis=1)
 
 
-def _rounds_log_policies(model, params, prepared, actions, present, rounds, initial, method, payoffs=None):
+def _rounds_log_policies(model, params, prepared, actions, present, rounds, initial, method, payoffs=None, before=None):
     """``log pi_t`` over consecutive rounds starting from state ``initial``, and the state after them.
 
     ``actions``, ``present``: ``(R, num_agents)``; ``rounds``: ``(R,)`` round indices;
     ``payoffs``: the rounds' counterfactual payoffs if already computed, else
-    they are computed here from ``prepared``.
+    they are computed here from ``prepared``; ``before``: with stickiness, the
+    ``choice_indicator`` of the round before the first (``None``: an episode's start).
     Returns ``((R, num_agents, num_actions), Q_{last + 1})``.
     """
     learner, learner_params = model.learner, params["learner"]
@@ -125,7 +130,12 @@ def _rounds_log_policies(model, params, prepared, actions, present, rounds, init
     )
     Q = linear_recurrence(decay, drive, initial.astype(payoffs.dtype), method)
     following = decay[-1] * Q[-1] + drive[-1]
-    return jax.vmap(learner.log_policy, (None, 0, 0))(learner_params, Q, rounds), following
+    previous = None
+    if STICKINESS in learner_params:  # the observed previous actions: data, not state
+        before = jnp.zeros(Q.shape[1:], Q.dtype) if before is None else before.astype(Q.dtype)
+        previous = previous_choices(actions, present, before)
+    policy = functools.partial(log_policy, learner, learner_params)
+    return jax.vmap(policy)(Q, rounds, previous), following
 
 
 def accumulator_dtype(dtype) -> np.dtype:
@@ -142,11 +152,13 @@ def accumulator_dtype(dtype) -> np.dtype:
     return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float64))
 
 
-def _played(log_pi: Array, actions: Array, present: Array) -> Array:
-    """``sum_t sum_i [present] log pi_t(a_ti | i)``, accumulated per round, then over
-    rounds, in ``accumulator_dtype``."""
+def _played(log_pi: Array, actions: Array, present: Array, scored=None) -> Array:
+    """``sum_t sum_i [present] [scored_i] log pi_t(a_ti | i)``, accumulated per round, then
+    over rounds, in ``accumulator_dtype``. ``scored``: ``Model.scored_agents`` (``[game]
+    modelled``, ``(num_agents,)`` bool; ``None`` = every agent): an unmodelled agent's
+    actions are data, in the others' payoffs, and never scored."""
     played = jnp.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
-    terms = jnp.where(present, played, 0.0)
+    terms = jnp.where(present if scored is None else present & scored, played, 0.0)
     dtype = accumulator_dtype(terms.dtype)
     return jnp.sum(jnp.sum(terms, axis=-1, dtype=dtype), axis=-1, dtype=dtype)
 
@@ -177,13 +189,17 @@ def _chunked_episode_log_likelihood(
     prepared, initial = model.mechanism.prepare(params["mechanism"]), _initial_state(model, params)
     dtype = jax.eval_shape(model.mechanism.prepared_counterfactual_payoffs, prepared, actions[0], present[0]).dtype
 
-    @jax.checkpoint
-    def chunk(Q, block, prepared, params):
-        a, p, r = block
-        log_pi, following = _rounds_log_policies(model, params, prepared, a, p, r, Q, method)
-        return following, _played(log_pi, a, p)
+    sticky = STICKINESS in params["learner"]  # then the previous round's choices cross chunk boundaries
 
-    _, sums = jax.lax.scan(lambda Q, block: chunk(Q, block, prepared, params), initial.astype(dtype), blocks)
+    @jax.checkpoint
+    def chunk(carry, block, prepared, params):
+        (Q, before), (a, p, r) = carry, block
+        log_pi, following = _rounds_log_policies(model, params, prepared, a, p, r, Q, method, before=before)
+        last = choice_indicator(a[-1], p[-1], model.num_actions, dtype) if sticky else None
+        return (following, last), _played(log_pi, a, p, model.scored_agents)
+
+    start = (initial.astype(dtype), jnp.zeros(initial.shape, dtype) if sticky else None)
+    _, sums = jax.lax.scan(lambda carry, block: chunk(carry, block, prepared, params), start, blocks)
     return jnp.sum(sums, dtype=accumulator_dtype(sums.dtype))
 
 
@@ -217,7 +233,7 @@ def episode_log_likelihood(
     if round_chunk is not None:
         return _chunked_episode_log_likelihood(model, params, actions, present, method, _check_round_chunk(round_chunk))
     payoffs = _payoffs_before_last_round(model, model.mechanism.prepare(params["mechanism"]), actions[None], present[None])[0]
-    return _played(_episode_log_policies(model, params, actions, present, method, payoffs), actions, present)
+    return _played(_episode_log_policies(model, params, actions, present, method, payoffs), actions, present, model.scored_agents)
 
 
 def _check_round_chunk(round_chunk) -> int:
@@ -247,7 +263,8 @@ def episode_log_likelihoods(
     """
     if episode_batch is None and round_chunk is None:
         present = ~mask
-        return jax.vmap(_played)(_all_log_policies(model, params, actions, present, method), actions, present)
+        played = functools.partial(_played, scored=model.scored_agents)
+        return jax.vmap(played)(_all_log_policies(model, params, actions, present, method), actions, present)
     shared, per_episode = split_episode_params(params)
     one = lambda p, a, m: episode_log_likelihood(model, {**shared, **p}, a, m, method=method, round_chunk=round_chunk)  # noqa: E731
     if episode_batch is None:

@@ -13,7 +13,8 @@ _READERS = {".csv": "from_csv", ".parquet": "from_parquet", ".pq": "from_parquet
 
 
 def load_data(path, model: Model | None = None):
-    """Read a long-format CSV or Parquet file (``episode,round,agent,action[,payoff]``).
+    """Read a long-format CSV or Parquet file (``episode,round,agent,action[,payoff]``, or
+    with the outcome column of the spec's ``[payoff] outcomes`` in place of ``payoff``).
 
     With a model, string action labels are coded in the spec's ``action_labels``
     order, an agent label outside the spec's ``agent_labels`` is refused at its first
@@ -37,6 +38,8 @@ def load_data(path, model: Model | None = None):
     if model is not None:
         kwargs = {"num_actions": model.num_actions, "action_labels": model.action_labels,
                   "agent_labels": model.agent_labels}
+        if model.outcomes is not None:  # the spec's outcome column, its labels checked row by row
+            kwargs["outcomes"] = (model.outcomes.column, model.outcomes.labels)
     data = getattr(Trajectories, reader)(path, **kwargs)
     if model is not None:
         check_data(data, model, source=str(path))
@@ -51,6 +54,7 @@ def check_data(data, model: Model, source: str = "data") -> None:
     """
     if model.agent_labels is not None:
         _check_agent_labels(tuple(data.agent_labels), tuple(model.agent_labels), source)
+    _check_outcomes(data, model, source)
     data.check_against(
         num_agents=model.num_agents,
         num_actions=model.num_actions,
@@ -58,6 +62,23 @@ def check_data(data, model: Model, source: str = "data") -> None:
         family=model.mechanism.family,
         source=source,
     )
+
+
+def _check_outcomes(data, model: Model, source: str) -> None:
+    """An outcome column and ``[payoff] outcomes`` come together, with the same column and labels."""
+    rule, outcome = model.outcomes, getattr(data, "outcome", None)
+    if rule is None and outcome is not None:
+        raise DataError(f"{source}: the data have an outcome column '{outcome.column}' but the spec has no "
+                        "[payoff] outcomes mapping its labels to payoffs")
+    if rule is None:
+        return
+    if outcome is None:
+        raise DataError(f"{source}: the spec's [payoff] outcomes read column '{rule.column}', which the data do not have"
+                        + ("; they have a 'payoff' column: drop [payoff] outcomes" if data.payoff is not None else ""))
+    if outcome.column != rule.column or outcome.labels != rule.labels:
+        raise DataError(f"{source}: outcome column '{outcome.column}' with labels {list(outcome.labels)} differs from "
+                        f"the spec's [payoff] column = '{rule.column}', outcomes {list(rule.labels)}; read the data with "
+                        "load_data(path, model), or outcomes=(column, model.outcomes.labels)")
 
 
 def _check_agent_labels(found: tuple, expected: tuple, source: str) -> None:

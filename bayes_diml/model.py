@@ -12,9 +12,11 @@ import dataclasses
 import functools
 from typing import Any
 
+import numpy as np
+
 from ._static import static_key
 from .errors import SpecError
-from .learners import Learner
+from .learners import STICKINESS, Learner, with_stickiness
 from .learners.base import PARAMETER_DOMAINS
 from .mechanisms import Mechanism
 from .priors import Domain, Interval, Prior
@@ -43,8 +45,11 @@ class Model:
 
     Attributes:
         mechanism: the family object (static configuration).
-        learner: the learning rule.
-        learner_params: parameter name -> a number (fixed) or a ``Prior``.
+        learner: the learning rule; with ``stickiness`` among ``learner_params`` it is
+            replaced by ``with_stickiness(learner)`` (and back without), so that
+            ``learner.param_names`` lists every parameter of the model.
+        learner_params: parameter name -> a number (fixed) or a ``Prior``; the rule's
+            parameters, and optionally ``stickiness`` (``learners.stickiness``; absent = 0).
         mechanism_prior: the ``[mechanism.prior]`` table of the spec (family options
             for the prior; interpreted by the inference layer).
         action_labels, agent_labels: labels from the spec, or ``None``.
@@ -68,6 +73,12 @@ class Model:
             arrays, checked by ``Mechanism.check_known``). Known parameters are not
             sampled: they enter the likelihood as constants and every report treats
             them as data.
+        modelled: ``[game] modelled``: the agent labels (``agent_labels``, else indices
+            ``0..n-1``) whose play is scored; ``None`` = every agent. The others'
+            actions are data: they enter the modelled agents' counterfactual payoffs
+            but not the likelihood (``scored_agents``).
+        outcomes: ``[payoff] outcomes`` (``outcomes.OutcomeRule``): an outcome column's
+            labels mapped to realised payoffs (numbers or parameters with a prior), or ``None``.
     """
 
     mechanism: Mechanism
@@ -83,9 +94,12 @@ class Model:
     per_agent_spread: float = 0.5
     payoff_sigma: Any = DEFAULT_PAYOFF_SIGMA
     mechanism_known: dict[str, Any] = dataclasses.field(default_factory=dict)
+    modelled: tuple | None = None
+    outcomes: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "mechanism_known", self.mechanism.check_known(dict(self.mechanism_known or {})))
+        object.__setattr__(self, "learner", with_stickiness(self.learner, STICKINESS in self.learner_params))
         names = set(self.learner.param_names)
         given = set(self.learner_params) - {"q0"}
         if names - given or given - names:
@@ -98,6 +112,7 @@ class Model:
         for name, prior in self.learner_priors.items():
             PARAMETER_DOMAINS[name].check_prior(prior, name, f"[learner] {name}")
         self._check_extensions()
+        self._check_observation()
 
     def _check_extensions(self) -> None:
         """Validate ``initial``, ``per_agent`` and ``payoff_sigma`` (host side, clear messages)."""
@@ -174,6 +189,24 @@ class Model:
         """The learner parameters that carry a prior."""
         return {k: v for k, v in self.learner_params.items() if isinstance(v, Prior)}
 
+    def _check_observation(self) -> None:
+        """Validate ``modelled`` (labels of agents, at least one) and the outcome parameters' names."""
+        object.__setattr__(self, "modelled", _modelled(self.modelled, self.agent_labels, self.num_agents))
+        if self.outcomes is not None:
+            from .outcomes import check_parameter_names
+
+            check_parameter_names(self.outcomes, self)
+
+    @property
+    def scored_agents(self):
+        """``(num_agents,)`` bool NumPy array: the agents whose play the likelihood scores
+        (``[game] modelled``); ``None`` when every agent is."""
+        if self.modelled is None:
+            return None
+        labels = self.agent_labels if self.agent_labels is not None else tuple(range(self.num_agents))
+        scored = np.asarray([label in self.modelled for label in labels])
+        return None if scored.all() else scored
+
     @property
     def learned_initial(self) -> bool:
         """Whether ``Q_0`` is an unknown (``initial`` is ``shared`` or ``per_episode``)."""
@@ -193,6 +226,24 @@ class Model:
                 "or fix them to numbers"
             )
         return values
+
+
+def _modelled(modelled, agent_labels, num_agents: int) -> tuple | None:
+    """``[game] modelled`` checked against the agents' labels (``agent_labels``, else the
+    indices ``0..n-1``), in the agents' order; ``SpecError`` naming an unknown label."""
+    if modelled is None:
+        return None
+    labels = tuple(agent_labels) if agent_labels is not None else tuple(range(num_agents))
+    if isinstance(modelled, (str, int)) or not isinstance(modelled, (list, tuple)) or not modelled:
+        raise SpecError(f"[game] modelled must be a non-empty list of agent labels from {list(labels)}, got {modelled!r} "
+                        "(at least one agent's play must be modelled)")
+    for label in modelled:
+        if isinstance(label, bool) or label not in labels:
+            hint = "" if agent_labels is not None else " (name the agents with [game] agent_labels to list them by label)"
+            raise SpecError(f"[game] modelled names {label!r}, which is not an agent; agents: {list(labels)}{hint}")
+    if len(set(modelled)) != len(modelled):
+        raise SpecError(f"[game] modelled lists an agent twice: {list(modelled)}")
+    return tuple(label for label in labels if label in set(modelled))
 
 
 def _domain_probe(name: str) -> float:

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from .inference.results import CREDIBLE_LEVEL, interval_columns
 
-__all__ = ["plot_rank_trace", "plot_payoff_differences", "plot_posterior_predictive"]
+__all__ = ["plot_rank_trace", "plot_payoff_differences", "plot_posterior_predictive", "plot_conditional_checks", "plot_design"]
 
 
 def _entries(fit, names, max_entries):
@@ -100,3 +100,69 @@ def plot_posterior_predictive(fit) -> Figure:
     fig.supxlabel("round")
     fig.supylabel("share of agents")
     return fig
+
+
+def plot_conditional_checks(result: dict) -> Figure:
+    """The conditional posterior predictive checks (``inference.ppc``; ``bd.ppc(fit)``, or the
+    ``"ppc"`` entry of a run folder's ``diagnostics.json``): one panel per table, the observed
+    share of each action given the conditioning value (black) against its ``CREDIBLE_LEVEL``
+    (90%) posterior predictive band (blue bar, tick at the predictive share); a failing
+    table's title in red."""
+    low, high = interval_columns()
+    tables = result["tables"]
+    fig = Figure(figsize=(4.2 * max(1, len(tables)), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(tables)), squeeze=False)).ravel()
+    for ax, (name, table) in zip(axes, tables.items()):
+        observed = np.asarray(table["observed_share"], float)
+        predicted = np.asarray(table["predictive_share"], float)
+        lo, hi = np.asarray(table[low], float), np.asarray(table[high], float)
+        rows, columns = table["rows"], table["columns"]
+        width = len(columns) + 1
+        x = np.arange(len(rows))[:, None] * width + np.arange(len(columns))[None, :]
+        ax.vlines(x.ravel(), lo.ravel(), hi.ravel(), color="C0", lw=5, alpha=0.35,
+                  label=f"posterior predictive {CREDIBLE_LEVEL:.0%}")
+        reached = np.isfinite(lo.ravel())  # rows no replicate reached have no band and no predictive tick
+        ax.scatter(x.ravel()[reached], predicted.ravel()[reached], marker="_", color="C0", s=60)
+        ax.scatter(x.ravel(), observed.ravel(), color="k", s=14, zorder=3, label="observed")
+        ax.set_xticks(x.ravel(), [str(c) for c in columns] * len(rows), fontsize=7)
+        for r, label in enumerate(rows):
+            ax.text(x[r].mean(), 0.98, f"after {label}", ha="center", va="top", fontsize=7, color="0.3")
+        stay = table.get("stay")
+        extra = f", stay {stay['observed']:.2f} vs [{stay[low]:.2f}, {stay[high]:.2f}]" if stay else ""
+        ax.set_title(f"{table['title']}\np = {table['p']:.2g}{extra}", fontsize=8,
+                     color="C3" if table.get("misfit") else "k")
+        ax.set_xlabel(f"action, grouped by {table['row_name']}", fontsize=8)
+        ax.set_ylim(0, 1.05)
+    axes[0].set_ylabel("share of choices")
+    axes[0].legend(fontsize=7, loc="center right")
+    return fig
+
+
+def plot_design(result: dict, ax=None) -> Figure:
+    """The objective under the recommended, status-quo and plug-in designs of a design result
+    (``bd.design``, or a run folder's ``designs/NAME.json``): posterior mean (dot) and equal-tailed
+    band (bar) of its per-draw values, the status quo's mean as a dotted line. Draws on ``ax``
+    when given; returns its figure."""
+    settings = result.get("settings", {})
+    level = float(settings.get("interval", CREDIBLE_LEVEL))
+    low, high = interval_columns(level)
+    names = [n for n in ("recommended", "status_quo", "plug_in") if n in result["objective"]]
+    entries = [result["objective"][n] for n in names]
+    if ax is None:
+        fig = Figure(figsize=(5.2, 3.0), layout="constrained")
+        ax = fig.subplots()
+    mean = np.array([float(e["mean"]) for e in entries])
+    lo, hi = np.array([float(e[low]) for e in entries]), np.array([float(e[high]) for e in entries])
+    y = np.arange(len(names))[::-1]
+    for j, name in enumerate(names):
+        color = {"recommended": "C0", "status_quo": "C7", "plug_in": "C1"}[name]
+        ax.hlines(y[j], lo[j], hi[j], color=color, lw=3, alpha=0.6)
+        ax.scatter(mean[j], y[j], color=color, s=28, zorder=3)
+    if "status_quo" in names:
+        ax.axvline(mean[names.index("status_quo")], color="C7", ls=":", lw=0.8)
+    ax.set_yticks(y, [n.replace("_", " ").replace("plug in", "plug-in") for n in names])
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    target = f" (target {float(settings['target']):g})" if settings.get("target") is not None else ""
+    ax.set_xlabel(f"objective {settings.get('objective', '?')}{target}: posterior mean, {level:.0%} band")
+    ax.set_title(f"design of {result.get('lever', '?')}, risk {settings.get('risk', '?')}", fontsize=9)
+    return ax.figure

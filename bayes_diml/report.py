@@ -3,11 +3,13 @@
     RUN/report.html
 
 Sections, in order: data, diagnostics, payoff differences, identifiability,
-posterior predictive check, counterfactuals, provenance. Everything is read from
+posterior predictive check, counterfactuals, design, provenance. Everything is read from
 the files the run folder already holds (see ``run_folder.py``): the tables from
 its CSV and JSON files, the figures from its PNGs, embedded as base64 ``data:``
 URIs. Nothing is refitted or recomputed; the one number derived here is the share
-of observed action frequencies inside the stored posterior predictive band. The
+of observed action frequencies inside the stored posterior predictive band (the
+conditional checks of ``inference.ppc`` are drawn from the tables ``diagnostics.json``
+holds under ``"ppc"``, ``_report_ppc.py``). The
 page loads no external resource and runs no script. A piece that is missing or
 unreadable (an older run folder, a bare ``Fit.save``) becomes one sentence in its
 section instead of an error.
@@ -18,6 +20,9 @@ run folder by ``save_counterfactual``::
     RUN/counterfactuals/NAME.csv   the result (CounterfactualResult.to_frame)
     RUN/counterfactuals/NAME.png   its plot
     RUN/counterfactuals/NAME.json  the command line, the intervention, the date
+
+Designs run by ``bayes-diml design RUN ...`` are recorded as ``RUN/designs/NAME.json``
+(``inference.design.save_design``); ``_report_design.py`` builds their section.
 
 The page is assembled here; ``_report_sections.py`` builds each section's body, from
 the HTML pieces and file readers of ``_report_html.py``.
@@ -52,6 +57,7 @@ SECTIONS = (
     ("identifiability", "Identifiability"),
     ("predictive", "Posterior predictive check"),
     ("counterfactuals", "Counterfactuals"),
+    ("design", "Design"),
     ("provenance", "Provenance"),
 )
 """(anchor, heading) of each section of the page, in order."""

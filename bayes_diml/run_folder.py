@@ -2,7 +2,8 @@
 
     RUN/posterior.nc  fit.json  spec.toml  data.csv     (Fit.save: enough to reload)
     RUN/summary.csv          ArviZ summary of the natural parameters ("fixed": pinned by the gauge)
-    RUN/diagnostics.json     R-hat, ESS, divergences, E-BFMI, warnings
+    RUN/diagnostics.json     R-hat, ESS, divergences, E-BFMI, warnings, and "ppc": the
+                             conditional posterior predictive checks (tables, misfit; ``inference.ppc``)
     RUN/identifiability.csv  contraction per parameter and difference, Fisher directions
     RUN/payoff_differences.csv  posterior of sampled in-support differences
     RUN/provenance.json      versions, seed, command line, SHA-256 of the data, machine

@@ -1,7 +1,9 @@
 """Simulate learners under a mechanism: a ``lax.scan`` over rounds, vmap over episodes.
 
-Each round: ``a_t ~ pi_t`` (independently over agents), ``U_t = M(., a_{t,-i})``,
-then the same ``step_coefficients`` as the likelihood updates ``Q``.
+Each round: ``a_t ~ pi_t`` (independently over agents; ``learners.log_policy``, the
+likelihood's policy, with the stickiness bias of the previous round's actions, which the
+scan carries beside ``Q``), ``U_t = M(., a_{t,-i})``, then the same
+``step_coefficients`` as the likelihood updates ``Q``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from ._random import as_key
 from ._types import Params, PRNGKey
-from .learners import apply_step, step_coefficients
+from .learners import apply_step, choice_indicator, log_policy, step_coefficients
 from .likelihood import split_episode_params
 from .model import Model
 
@@ -29,9 +31,14 @@ def simulate_arrays(
     num_episodes: int,
     num_rounds: int,
     return_log_policies: bool = False,
+    replay=None,
 ):
     """Simulated actions ``(num_episodes, num_rounds, num_agents)`` (and, if asked,
     the policies used, ``(num_episodes, num_rounds, num_agents, num_actions)``).
+
+    ``replay``: ``(num_episodes, num_rounds, num_agents)`` actions that the agents outside
+    ``model.scored_agents`` (``[game] modelled``) play instead of drawing, round by round
+    (their observed play, ``inference/counterfactual.py``); ``None``: every agent draws.
 
     ``params["initial"]``, when present, is the learners' ``Q_0``: one
     ``(num_agents, num_actions)`` array for all episodes, or one per episode
@@ -50,25 +57,32 @@ def simulate_arrays(
             "simulate as many episodes as it has, or give one (num_agents, num_actions) state"
         )
 
-    def episode(episode_key, episode_params):
+    exogenous = None if replay is None or model.scored_agents is None else ~model.scored_agents
+
+    def episode(episode_key, episode_params, episode_replay):
         params = {**shared, **episode_params}
-        def step(Q, inputs):
-            t, round_key = inputs
-            log_pi = learner.log_policy(learner_params, Q, t)
+        def step(carry, inputs):
+            (Q, previous), (t, round_key, replayed) = carry, inputs
+            log_pi = log_policy(learner, learner_params, Q, t, previous)
             actions = jax.random.categorical(round_key, log_pi, axis=-1).astype(jnp.int32)
+            if exogenous is not None:  # unmodelled agents replay observed actions
+                actions = jnp.where(exogenous, replayed.astype(jnp.int32), actions)
             payoffs = mechanism.prepared_counterfactual_payoffs(prepared, actions, present)
             Q = apply_step(step_coefficients(learner, learner_params, payoffs, actions, present, t), Q)
-            return Q, (actions, log_pi if return_log_policies else None)
+            previous = choice_indicator(actions, present, A, previous.dtype)
+            return (Q, previous), (actions, log_pi if return_log_policies else None)
 
         if "initial" in params:  # a given Q_0 (shared, or this episode's)
             initial = jnp.broadcast_to(params["initial"], (n, A)).astype(jnp.result_type(float))
         else:
             initial = learner.init(learner_params, n, A).astype(jnp.result_type(float))
-        rounds = (jnp.arange(num_rounds), jax.random.split(episode_key, num_rounds))
-        _, (actions, log_pi) = jax.lax.scan(step, initial, rounds)
+        rounds = (jnp.arange(num_rounds), jax.random.split(episode_key, num_rounds), episode_replay)
+        no_previous = jnp.zeros((n, A), initial.dtype)  # round 0: no stickiness term
+        _, (actions, log_pi) = jax.lax.scan(step, (initial, no_previous), rounds)
         return actions, log_pi
 
-    actions, log_pi = jax.vmap(episode)(jax.random.split(key, num_episodes), per_episode)
+    replay = None if exogenous is None else replay
+    actions, log_pi = jax.vmap(episode)(jax.random.split(key, num_episodes), per_episode, replay)
     return (actions, log_pi) if return_log_policies else actions
 
 
@@ -89,7 +103,8 @@ def simulate(
         params: ``{"mechanism": {...}, "learner": {...}}`` (e.g. the spec's truth),
             optionally ``"initial"``: ``Q_0`` of shape ``(num_agents, num_actions)``
             or ``(num_episodes, num_agents, num_actions)`` (random initial beliefs).
-            Learner parameters may be per-agent ``(num_agents,)`` arrays.
+            Learner parameters may be per-agent ``(num_agents,)`` arrays; a
+            ``stickiness`` among them adds the choice-stickiness term (``learners.stickiness``).
         num_episodes, num_rounds: sizes (static: one compilation per shape).
         seed: an int or a JAX key.
         payoff_fraction: share of rows (chosen at random) whose realised payoff

@@ -17,10 +17,12 @@ import numpy as np
 
 from ._checks import numeric_array
 from .errors import ResourceError, SpecError
-from .learners import LEARNERS
+from .learners import LEARNERS, STICKINESS
+from .learners.base import PARAMETER_DOMAINS
 from .mechanisms import FAMILIES
 from .mechanisms.options import load_npz
 from .model import DEFAULT_PAYOFF_SIGMA, Model
+from .outcomes import parse_outcome_rule
 from .priors import Prior
 
 __all__ = ["read_spec", "parse_spec", "default_spec_path", "FAMILY_OPTIONS"]
@@ -30,7 +32,7 @@ FAMILY_OPTIONS: dict[str, set[str]] = {name: set(cls.spec_options) for name, cls
 (each family's ``spec_options``)."""
 
 _TOP = {"game", "mechanism", "learner", "payoff"}
-_GAME = {"agents", "actions", "action_labels", "agent_labels"}
+_GAME = {"agents", "actions", "action_labels", "agent_labels", "modelled"}
 
 
 def default_spec_path() -> Path:
@@ -138,19 +140,27 @@ def _learner(section: dict, where: str):
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise SpecError(f"{where}: unknown rule '{rule}'{hint}; known: {sorted(LEARNERS)}")
     learner = LEARNERS[rule]
-    _unknown(section, set(learner.param_names) | {"rule", "truth"} | _LEARNER_OPTIONS, where)
+    _unknown(section, set(learner.param_names) | {STICKINESS, "rule", "truth"} | _LEARNER_OPTIONS, where)
     params: dict[str, Any] = {}
     for name in learner.param_names:
         if name not in section:
             raise SpecError(f"{where}: missing learner parameter '{name}' (a number, or a prior table)")
-        value = section[name]
-        if isinstance(value, dict):
-            params[name] = Prior.parse(value, f"{where} {name}")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            params[name] = float(value)
-        else:
-            raise SpecError(f"{where}: learner parameter '{name}' must be a number or a prior table, got {value!r}")
+        params[name] = _learner_value(section[name], name, where)
+    if STICKINESS in section:  # optional for every rule (learners.stickiness): absent = 0
+        params[STICKINESS] = _learner_value(section[STICKINESS], STICKINESS, where)
     return learner, params
+
+
+def _learner_value(value, name: str, where: str):
+    """A learner parameter: a number (fixed), a prior table, or ``"prior"`` (its default
+    prior, ``PARAMETER_DOMAINS[name].suggestion``)."""
+    if isinstance(value, dict):
+        return Prior.parse(value, f"{where} {name}")
+    if value == "prior":
+        return PARAMETER_DOMAINS[name].suggestion
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise SpecError(f"{where}: learner parameter '{name}' must be a number, a prior table or \"prior\", got {value!r}")
 
 
 _LEARNER_OPTIONS = {"initial", "initial_scale", "per_agent", "per_agent_spread"}
@@ -180,16 +190,29 @@ def _learner_options(section: dict, where: str) -> dict[str, Any]:
 
 
 def _payoff_options(section: dict, where: str) -> dict[str, Any]:
-    """``[payoff] sigma``: the noise sd of an observed payoff column (number or prior)."""
-    _unknown(section, {"sigma"}, where)
+    """``[payoff] sigma``: the noise sd of an observed payoff column (number or prior);
+    ``column``, ``outcomes`` and ``[payoff.prior]``: an outcome column (``outcomes.py``)."""
+    _unknown(section, {"sigma", "column", "outcomes", "prior"}, where)
+    options: dict[str, Any] = {}
+    rule = parse_outcome_rule(section, where)
+    if rule is not None:
+        options["outcomes"] = rule
     if "sigma" not in section:
-        return {}
+        return options
     value = section["sigma"]
     if isinstance(value, dict):
-        return {"payoff_sigma": Prior.parse(value, f"{where} sigma")}
+        return {**options, "payoff_sigma": Prior.parse(value, f"{where} sigma")}
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise SpecError(f"{where}: 'sigma' must be a number > 0 or a prior table, got {value!r}")
-    return {"payoff_sigma": float(value)}
+    return {**options, "payoff_sigma": float(value)}
+
+
+def _modelled_labels(game: dict, where: str) -> list | None:
+    """``[game] modelled``: a list of agent labels (checked against the agents by ``Model``)."""
+    value = game.get("modelled")
+    if value is not None and not isinstance(value, list):
+        raise SpecError(f"{where}: 'modelled' must be a list of agent labels, e.g. modelled = [\"player\"], got {value!r}")
+    return value
 
 
 def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") -> tuple[Model, dict | None]:
@@ -230,6 +253,7 @@ def parse_spec(table: dict, source: str = "<spec>", base_dir: Path | str = ".") 
             mechanism_prior=dict(prior),
             action_labels=action_labels,
             agent_labels=agent_labels,
+            modelled=_modelled_labels(game, f"{source} [game]"),
             spec=table,
             mechanism_known=known,
             **extensions,
@@ -315,6 +339,8 @@ def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]
         game["action_labels"] = list(model.action_labels)
     if model.agent_labels is not None:
         game["agent_labels"] = list(model.agent_labels)
+    if model.modelled is not None:
+        game["modelled"] = list(model.modelled)
     mech, files = mechanism.spec_table()
     prior = {**mech.pop("prior", {}), **model.mechanism_prior}  # a family may name prior options it needs
     if prior:
@@ -334,6 +360,8 @@ def model_to_table(model: Model) -> tuple[dict, dict[str, dict[str, np.ndarray]]
     sigma = model.payoff_sigma
     if sigma is not DEFAULT_PAYOFF_SIGMA:
         table["payoff"] = {"sigma": sigma.to_toml() if isinstance(sigma, Prior) else float(sigma)}
+    if model.outcomes is not None:
+        table.setdefault("payoff", {}).update(model.outcomes.to_toml())
     return table, files
 
 

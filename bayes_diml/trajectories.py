@@ -12,6 +12,8 @@ On disk the data are a long table, one row per (episode, round, agent) that play
     1,0,bob,high,
     1,1,alice,high,0.75
 
+A spec's ``[payoff] outcomes`` names a categorical outcome column (``result``: ``win`` /
+``tie`` / ``lose``) read in place of ``payoff`` (``outcomes.py``; the readers' ``outcomes``).
 CSV, Parquet and DataFrames go through one parsing core. Bad input is refused with a
 :class:`~bayes_diml.errors.DataError` naming the source, the line (CSV, 1-based with
 the header on line 1) or row (DataFrame and Parquet, 0-based positions as in
@@ -92,6 +94,8 @@ class Trajectories:
             ``first_round + t``.
         payoff: Realised payoffs, float64, shape (num_episodes, num_rounds,
             num_agents), NaN where not observed (always NaN where masked); or None.
+        outcome: An outcome column (``outcomes.OutcomeColumn``: a label per row that
+            a spec's ``[payoff] outcomes`` maps to payoffs), or None; never with ``payoff``.
 
     Invariants (checked on construction; a :class:`DataError` otherwise): every agent
     plays at least once; every episode has somebody playing at every round from round
@@ -108,6 +112,7 @@ class Trajectories:
     action_labels: tuple
     first_round: int
     payoff: np.ndarray | None = None
+    outcome: Any = None
 
     def __post_init__(self) -> None:
         name = "Trajectories"
@@ -149,6 +154,8 @@ class Trajectories:
             if not np.isnan(payoff[mask]).all():
                 index = tuple(int(x) for x in np.argwhere(mask & ~np.isnan(payoff))[0])
                 raise DataError(f"{name}: payoff, index {index}: masked entries must be NaN")
+        if self.outcome is not None:
+            self.outcome.check(mask, f"{name}: outcome")
         self._check_structure()
         for field in ("actions", "mask", "payoff"):
             value = getattr(self, field)
@@ -245,7 +252,9 @@ class Trajectories:
             payoff_equal = self.payoff is None and other.payoff is None
         else:
             payoff_equal = np.array_equal(self.payoff, other.payoff, equal_nan=True)
-        return (labels_equal and payoff_equal
+        outcome_equal = (self.outcome is None and other.outcome is None) or (
+            self.outcome is not None and self.outcome.equals(other.outcome))
+        return (labels_equal and payoff_equal and outcome_equal
                 and self.num_actions == other.num_actions
                 and self.first_round == other.first_round
                 and np.array_equal(self.actions, other.actions)
@@ -356,7 +365,7 @@ class Trajectories:
     def from_dataframe(cls, df: pd.DataFrame, num_actions: int | None = None,
                        action_labels: Sequence | None = None,
                        source: str = "<DataFrame>",
-                       agent_labels: Sequence | None = None) -> Trajectories:
+                       agent_labels: Sequence | None = None, outcomes: Any = None) -> Trajectories:
         """Reads a long table ``episode, round, agent, action[, payoff]``.
 
         Rows are named in messages by their 0-based position (as in ``df.iloc``).
@@ -371,6 +380,8 @@ class Trajectories:
             agent_labels: The expected agent labels (e.g. a spec's); a label outside
                 them is refused at its first row, with the closest expected label.
                 The result's ``agent_labels`` are still those that occur in the data.
+            outcomes: ``(column, labels)``: read that outcome column, its labels among
+                ``labels`` (None: any; ``load_data`` passes the spec's ``[payoff] outcomes``).
 
         Returns:
             The validated trajectories; ``first_round`` is the smallest round.
@@ -379,12 +390,12 @@ class Trajectories:
             DataError: Any malformed cell, column, or structure (see the module doc).
         """
         return cls(**_parse_frame(df, source, "row", 0, "column names", num_actions,
-                                  action_labels, agent_labels))
+                                  action_labels, agent_labels, outcomes=outcomes))
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike, num_actions: int | None = None,
                  action_labels: Sequence | None = None,
-                 agent_labels: Sequence | None = None) -> Trajectories:
+                 agent_labels: Sequence | None = None, outcomes: Any = None) -> Trajectories:
         """Reads a long-format CSV file (UTF-8, optional BOM, header on line 1).
 
         Every cell is read as text: a label such as 'NA' or 'null' is a label, and
@@ -396,7 +407,7 @@ class Trajectories:
             path: The file.
             num_actions: As in :meth:`from_dataframe`.
             action_labels: As in :meth:`from_dataframe`.
-            agent_labels: As in :meth:`from_dataframe`.
+            agent_labels, outcomes: As in :meth:`from_dataframe`.
 
         Returns:
             The validated trajectories.
@@ -411,12 +422,12 @@ class Trajectories:
         source = str(path)
         df, row_lines = _read_csv(path, source)
         return cls(**_parse_frame(df, source, "line", 2, "line 1 (the header)", num_actions,
-                                  action_labels, agent_labels, row_lines))
+                                  action_labels, agent_labels, row_lines, outcomes))
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike, num_actions: int | None = None,
                      action_labels: Sequence | None = None,
-                     agent_labels: Sequence | None = None) -> Trajectories:
+                     agent_labels: Sequence | None = None, outcomes: Any = None) -> Trajectories:
         """Reads a long-format Parquet file: same columns, arguments and result as :meth:`from_csv`.
 
         Rows are named in messages by their 0-based position in the file.
@@ -426,8 +437,9 @@ class Trajectories:
                 (a null is a missing value; a string such as 'NA' is a label).
         """
         source = str(path)
-        return cls.from_dataframe(_read_parquet(path, source), num_actions, action_labels,
-                                  source, agent_labels)
+        extra = () if outcomes is None else (outcomes[0],)
+        return cls.from_dataframe(_read_parquet(path, source, extra), num_actions, action_labels,
+                                  source, agent_labels, outcomes)
 
     # ----------------------------------------------------------------- writers
 
@@ -443,6 +455,8 @@ class Trajectories:
         }
         if self.payoff is not None:
             columns[PAYOFF_COLUMN] = self.payoff[e, t, i].tolist()
+        if self.outcome is not None:
+            columns[self.outcome.column] = self.outcome.cells(e, t, i)
         return columns
 
     def to_dataframe(self) -> pd.DataFrame:

@@ -43,7 +43,7 @@ def _fit_once(bd, data_spec_path, data, steps: int) -> dict:
     try:
         start = time.perf_counter()
         model, _ = bd.read_spec(data_spec_path)
-        bd.fit(model, data, method="map", seed=1, steps=steps, restarts=1, progress=False)
+        bd.fit(model, data, method="map", seed=1, steps=steps, restarts=1, progress=False, ppc=False)
         wall = time.perf_counter() - start
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)

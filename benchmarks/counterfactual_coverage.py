@@ -4,7 +4,9 @@ For each truth draw ``s`` of a game (``E2``: reproduce's congestion game, 4 agen
 resources, truth ``experiments.reproduce.draw_truth(model, spec_truth, s)``, 60 x 60
 episodes simulated with data seed ``2000 + s`` exactly as ``bayes-diml reproduce``;
 ``tabular``: a 2-agent x 3-action tabular game, payoffs uniform on [0, 1] from key ``s``,
-the same learners, 60 x 60; ``--train-episodes`` fewer for wider posteriors), this study
+the same learners, 60 x 60, or with ``--truth prior`` payoffs drawn from the prior the fit
+uses, where Bayesian bands are calibrated on average by construction; ``--train-episodes``
+fewer for wider posteriors), this study
 
 1. fits NUTS (``bd.fit(method="nuts")``, ``--chains`` x (``--warmup`` + ``--samples``),
    fit seed ``s``) on the simulated play;
@@ -67,7 +69,7 @@ eps = 0.06
 """
 
 
-def _game(game: str, seed: int, train_episodes: int):
+def _game(game: str, seed: int, train_episodes: int, truth_source: str = "uniform"):
     """Model, true parameters and the simulated training play of truth draw ``seed``."""
     import jax
 
@@ -82,7 +84,13 @@ def _game(game: str, seed: int, train_episodes: int):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(TABULAR_SPEC, encoding="utf-8")
     model, _ = bd.read_spec(path)
-    truth = {"mechanism": model.mechanism.init_params(jax.random.key(seed)), "learner": model.fixed_learner_params}
+    if truth_source == "prior":  # a draw from the fitted prior: Bayesian coverage is then exact on average
+        from bayes_diml.calibration import _natural_params, _prior_latents
+
+        mechanism = _natural_params(model, _prior_latents(model, jax.random.key(seed)))["mechanism"]
+    else:
+        mechanism = model.mechanism.init_params(jax.random.key(seed))
+    truth = {"mechanism": {k: np.asarray(v) for k, v in mechanism.items()}, "learner": model.fixed_learner_params}
     data = bd.simulate(model, truth, num_episodes=train_episodes, num_rounds=ROUNDS, seed=2000 + seed)
     return model, truth, data
 
@@ -149,7 +157,7 @@ def _scored(quantity: str, draws: np.ndarray, truth: np.ndarray) -> dict:
 def run_seed(game: str, seed: int, args) -> dict:
     import bayes_diml as bd
 
-    model, truth, data = _game(game, seed, args.train_episodes)
+    model, truth, data = _game(game, seed, args.train_episodes, args.truth)
     start = time.perf_counter()
     fit = bd.fit(model, data, method="nuts", seed=seed, progress=False, num_chains=args.chains,
                  num_warmup=args.warmup, num_samples=args.samples)
@@ -204,6 +212,8 @@ def main() -> None:
     parser.add_argument("--game", choices=["E2", "tabular"], default="E2")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     parser.add_argument("--train-episodes", type=int, default=EPISODES)
+    parser.add_argument("--truth", choices=["uniform", "prior"], default="uniform",
+                        help="tabular truths: payoffs uniform on [0, 1], or a draw from the fitted prior")
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--samples", type=int, default=300)
@@ -214,7 +224,8 @@ def main() -> None:
     args = parser.parse_args()
     from experiments import reproduce as rp
 
-    out = Path(args.out or HERE / "results" / "counterfactual_coverage" / f"{args.game}_{args.train_episodes}x{ROUNDS}.json")
+    suffix = "_prior" if args.truth == "prior" else ""
+    out = Path(args.out or HERE / "results" / "counterfactual_coverage" / f"{args.game}_{args.train_episodes}x{ROUNDS}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     A = model.num_actions
     codes = metrics.difference_queries(test.actions, test.mask, A, s.num_queries, args.seed + 1, distinct=True, skip_last=False)
     true_d = np.asarray(metrics.mechanism_differences(model.mechanism, rp._with_draw_axis(truth["mechanism"]), codes)[0], np.float64)
-    result = fit(model, train, method="nuts", seed=args.seed, progress=False, posterior_predictive_draws=1, **rp.E3_NUTS_OPTIONS)
+    result = fit(model, train, method="nuts", seed=args.seed, progress=False, posterior_predictive_draws=1, ppc=False, **rp.E3_NUTS_OPTIONS)
     fit_seconds = time.perf_counter() - start
     draws = np.asarray(metrics.mechanism_differences(model.mechanism, result.params_draws()["mechanism"], codes), np.float64)
 

@@ -135,7 +135,7 @@ def run_seed(experiment: str, variant: str, seed: int, args, log) -> dict:
     row["mechanism"] = type(fmodel.mechanism).__name__
     start = time.perf_counter()
     try:
-        result = fit(fmodel, train, method="auto", seed=seed, progress=False, posterior_predictive_draws=1,
+        result = fit(fmodel, train, method="auto", seed=seed, progress=False, posterior_predictive_draws=1, ppc=False,
                      num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
         row["wall_seconds"] = time.perf_counter() - start
         row["loadavg_after_fit"] = list(os.getloadavg())

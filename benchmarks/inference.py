@@ -109,7 +109,7 @@ def run_setting(name: str, args) -> dict:
         options = dict(steps=args.steps)
     with CompileClock() as clock:
         start = time.perf_counter()
-        result = bd.fit(model, data, method=method, seed=0, progress=False, posterior_predictive_draws=1, **options)
+        result = bd.fit(model, data, method=method, seed=0, progress=False, posterior_predictive_draws=1, ppc=False, **options)
         total = time.perf_counter() - start
     out = {
         "setting": name,

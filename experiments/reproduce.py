@@ -206,7 +206,7 @@ class Estimator(NamedTuple):
 
 
 def _map_options(s: Settings, restarts: int | None = None) -> dict:
-    return {"steps": s.map_steps, "restarts": restarts or s.map_restarts}
+    return {"steps": s.map_steps, "restarts": restarts or s.map_restarts, "ppc": False}  # many fits; checks unread
 
 
 def _bayes(method: str, model_of: Callable[[Model], Model], name: str, full_options: dict | None = None):
@@ -224,7 +224,7 @@ def _bayes(method: str, model_of: Callable[[Model], Model], name: str, full_opti
         if full_options and not s.quick:
             options.update(full_options)
         start = time.perf_counter()
-        result = fit(fitted, train, method=method, seed=seed, progress=False, posterior_predictive_draws=1, **options)
+        result = fit(fitted, train, method=method, seed=seed, progress=False, posterior_predictive_draws=1, ppc=False, **options)
         estimate = Estimate.from_fit(result, name)
         estimate.info["wall_seconds"] = time.perf_counter() - start
         return estimate

@@ -31,6 +31,7 @@ __all__ = [
     "payoffs",
     "counterfactual_payoffs",
     "log_policy",
+    "stickiness_row",
     "episode_log_likelihood",
     "linear_recurrence",
 ]
@@ -237,9 +238,12 @@ def update_row(learner, lp, i, t, q_row, u_row, action):
     return np.array(LEARNER_UPDATES[learner](lp, i, t, q, lambda k: float(u_row[k]), int(action)))
 
 
-def log_policy(q_row, beta, eps):
-    """``log((1 - eps) softmax(beta q) + eps / A)`` for one agent, float64."""
+def log_policy(q_row, beta, eps, bias=None):
+    """``log((1 - eps) softmax(beta q + bias) + eps / A)`` for one agent, float64
+    (``bias``: the choice-stickiness logits, ``None`` = none)."""
     z = beta * np.asarray(q_row, np.float64)
+    if bias is not None:
+        z = z + np.asarray(bias, np.float64)
     m = max(z)
     log_norm = m + math.log(sum(math.exp(v - m) for v in z))
     A = len(z)
@@ -250,14 +254,29 @@ def log_policy(q_row, beta, eps):
     return out
 
 
+def stickiness_row(learner_params, i, previous, num_actions):
+    """Choice stickiness of agent ``i``: ``kappa_i`` on its previous action ``previous``
+    (``None``: first round or absent in the last round -> no term), 0 elsewhere."""
+    bias = np.zeros(num_actions)
+    if "stickiness" in learner_params and previous is not None:
+        bias[int(previous)] = _agent_value(learner_params["stickiness"], i)
+    return bias
+
+
 def episode_log_likelihood(
-    family, mech_params, learner, learner_params, actions, mask=None, *, num_actions, q0=None, **features
+    family, mech_params, learner, learner_params, actions, mask=None, *, num_actions, q0=None, scored=None, **features
 ):
     """One episode's ``sum_t sum_i [played] log pi_t(a_ti | i)`` and the policies.
 
     Args:
         actions: ``(T, n)`` ints; mask: ``(T, n)`` bool, True = did not play.
         q0: optional initial state, broadcast to ``(n, A)``; default zeros.
+        scored: optional ``(n,)`` bools (``[game] modelled``): only these agents' played
+            log-probabilities are summed; the others still play (their actions enter the
+            payoffs). Default: every agent.
+        learner_params: may hold ``stickiness`` (``kappa``, scalar or per agent): the
+            logits of agent ``i`` gain ``kappa_i`` on the action it played in round
+            ``t - 1`` (nothing in round 0 or after a round it missed).
 
     Returns:
         ``(loglik, log_policies)`` with ``log_policies`` of shape ``(T, n, A)``.
@@ -271,13 +290,15 @@ def episode_log_likelihood(
     Q = np.zeros((n, num_actions)) if q0 is None else np.broadcast_to(np.asarray(q0, np.float64), (n, num_actions)).copy()
     total = 0.0
     log_policies = np.zeros((T, n, num_actions))
+    previous = [None] * n  # each agent's action in the last round, None if it did not play
     for t in range(T):
         present = [not bool(mask[t, j]) for j in range(n)]
-        # policy of every agent from Q_t
+        # policy of every agent from Q_t and its previous action
         for i in range(n):
             precision, eps = policy_parameters(learner, learner_params, i)
-            log_policies[t, i] = log_policy(Q[i], precision, eps)
-            if present[i]:
+            bias = stickiness_row(learner_params, i, previous[i], num_actions)
+            log_policies[t, i] = log_policy(Q[i], precision, eps, bias)
+            if present[i] and (scored is None or bool(scored[i])):
                 total += log_policies[t, i, int(actions[t, i])]
         # update of agents that played, with payoffs of the observed round
         new_Q = Q.copy()
@@ -292,6 +313,7 @@ def episode_log_likelihood(
 
             new_Q[i] = update(learner_params, i, t, [float(x) for x in Q[i]], payoff, int(actions[t, i]))
         Q = new_Q
+        previous = [int(actions[t, j]) if present[j] else None for j in range(n)]
     return total, log_policies
 
 

@@ -319,7 +319,7 @@ CASES: list[Case] = [
          "number, or a prior table)", "spec"),
     Case("spec-text-learner-param", OK_DATA, "spec_text_learner_param.toml",
          "error: {dir}/spec_text_learner_param.toml [learner]: learner parameter 'alpha' must be a "
-         "number or a prior table, got '0.25'", "spec"),
+         "number, a prior table or \"prior\", got '0.25'", "spec"),
     Case("spec-prior-negative-arg", OK_DATA, "spec_prior_negative.toml",
          "error: {dir}/spec_prior_negative.toml [learner] alpha: prior parameter 'a' must be > 0, "
          "got -2", "spec"),
@@ -353,7 +353,7 @@ CASES: list[Case] = [
          "key/value pair (at line 3, column 9)", "spec"),
     Case("spec-unknown-key-did-you-mean", OK_DATA, "spec_unknown_key.toml",
          "error: {dir}/spec_unknown_key.toml [learner]: unknown key 'alhpa' (did you mean 'alpha'?); "
-         "allowed: ['alpha', 'beta', 'eps', 'initial', 'initial_scale', 'per_agent', 'per_agent_spread', 'rule', 'truth']", "spec"),
+         "allowed: ['alpha', 'beta', 'eps', 'initial', 'initial_scale', 'per_agent', 'per_agent_spread', 'rule', 'stickiness', 'truth']", "spec"),
     Case("spec-unknown-section", OK_DATA, "spec_unknown_section.toml",
          "error: {dir}/spec_unknown_section.toml: unknown key 'gmae' (did you mean 'game'?); "
          "allowed: ['game', 'learner', 'mechanism', 'payoff']", "spec"),

@@ -57,8 +57,8 @@ What each kind gets
     order written, in a fresh temporary folder with ``models/`` linked, by calling
     ``bayes_diml.cli.main`` in-process: ``check``, ``simulate``, ``fit``, ``query``,
     ``counterfactual``, ``report``, ``compare`` and ``evaluate``, each with exit status 0
-    and its outputs present. Parse-only (declared): ``reproduce``, ``bench`` and ``demo``
-    (minutes to hours), elided commands, and any command reading an output of a
+    and its outputs present. Parse-only (declared): ``reproduce``, ``bench``, ``demo`` and
+    ``design`` (minutes to hours), elided commands, and any command reading an output of a
     parse-only command. Declared substitutions: ``fit`` gets ``--chains 2 --warmup 30
     --samples 50`` (NUTS: 100 draws, the least ``compare`` accepts), ``--steps 200
     --samples 100`` (SVI) or ``--steps 200`` (MAP) (``--method auto``, the default: all of
@@ -122,6 +122,7 @@ PARSE_ONLY_VERBS = {  # verb -> why it is only parsed
     "reproduce": "reproduce runs the paper's experiments (minutes to hours)",
     "bench": "bench runs the speed benchmarks (minutes)",
     "demo": "demo fits the embedded game at full size (minutes)",
+    "design": "design needs a run with known tolls and searches 200 draws' play (a minute); tests/test_design.py runs it",
 }
 
 # Caps on what a fit costs here (declared in the module docstring).

@@ -186,6 +186,38 @@ def test_check_params_domains(learner):
             learner.check_params({**good, name: np.array([good[name], bad_values[name][0]])}, "test")
 
 
+STICKINESS_VALUES = {"scalar": 1.7, "per_agent": np.array([2.0, -1.5, 0.0])}  # kappa: repeat, alternate, none
+
+
+@pytest.mark.parametrize("kappa_kind", sorted(STICKINESS_VALUES))
+@pytest.mark.parametrize("scale", [0.0, 1.0, 30.0])
+def test_policy_with_stickiness_matches_reference(learner, kappa_kind, scale):
+    """Every rule with ``stickiness``: ``learners.log_policy`` adds ``kappa_i`` to the logit
+    of the previous action inside the softmax (before any eps mixing), as the reference
+    does; agents without a previous action (an all-zero indicator row) get no term."""
+    from bayes_diml.learners import STICKINESS, choice_indicator, log_policy
+
+    kappa = STICKINESS_VALUES[kappa_kind]
+    params = {**learner_values(learner), STICKINESS: jnp.asarray(kappa, jnp.float32)}
+    Q = _q(seed=int(scale) + 3, scale=scale)
+    last = jnp.array([1, 3, 0])
+    present = jnp.array([True, True, False])  # agent 2 missed the previous round
+    previous = choice_indicator(last, present, NUM_ACTIONS, jnp.float32)
+    log_pi = np.asarray(jax.jit(log_policy, static_argnums=0)(learner, params, Q, jnp.asarray(1), previous))
+    np.testing.assert_allclose(np.exp(log_pi).sum(-1), 1.0, atol=SIMPLEX_ATOL)
+    host = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    for i in range(NUM_AGENTS):
+        precision, eps = ref.policy_parameters(learner.name, host, i)
+        bias = ref.stickiness_row(host, i, int(last[i]) if bool(present[i]) else None, NUM_ACTIONS)
+        want = ref.log_policy(np.asarray(Q[i], np.float64), precision, eps, bias)
+        np.testing.assert_allclose(log_pi[i], want, atol=LOG_POLICY_ATOL, rtol=1e-6)
+    plain = np.asarray(learner.log_policy(learner_values(learner), Q, jnp.asarray(1)))
+    np.testing.assert_array_equal(np.asarray(log_policy(learner, learner_values(learner), Q, 1, previous)), plain)
+    learner.check_params({k: np.asarray(v) for k, v in params.items()}, "test")
+    with pytest.raises(SpecError, match="'stickiness'"):
+        learner.check_params({**params, STICKINESS: np.array([0.0, np.nan, 1.0])}, "test")
+
+
 # ------------------------------------------------------------ linear recurrence
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -26,6 +28,8 @@ NOTEBOOKS = (
     "02_identifiability.ipynb",
     "03_large_anonymous_game.ipynb",
     "04_your_own_data.ipynb",
+    "05_policy_design.ipynb",
+    "06_human_rps.ipynb",
 )
 
 PARAMETERS_TAG = "parameters"
@@ -50,6 +54,13 @@ SMALL_SETTINGS: dict[str, dict] = {
     "04_your_own_data.ipynb": dict(
         NUM_EPISODES=8, NUM_ROUNDS=20, NUM_CHAINS=2, NUM_WARMUP=50, NUM_SAMPLES=50,
         CF_EPISODES=4, CF_ROUNDS=20, CF_DRAWS=20, PROGRESS=False,
+    ),
+    "05_policy_design.ipynb": dict(
+        NUM_EPISODES=12, NUM_ROUNDS=25, NUM_CHAINS=2, NUM_WARMUP=50, NUM_SAMPLES=50, CF_EPISODES=4, CF_DRAWS=20,
+        DESIGN_EPISODES=2, CANDIDATES=8, REFINEMENTS=1, TRUTH_EPISODES=200, PROGRESS=False,
+    ),
+    "06_human_rps.ipynb": dict(
+        NUM_PLAYERS=6, NUM_ROUNDS=30, NUM_CHAINS=2, NUM_WARMUP=30, NUM_SAMPLES=50, PPC_REPLICATES=50, PROGRESS=False,
     ),
 }
 
@@ -84,6 +95,25 @@ RESULTS: dict[str, dict[str, str]] = {
         "query_actions": "list(answers['action'])",
         "comparison_actions": "[a for a in comparison['action'] if a is not None]",
         "car_change": "float(comparison.loc[comparison['action'] == 'car', 'mean'].iloc[0])",
+    },
+    "05_policy_design.ipynb": {
+        "flat_known": "len(report_known.flat_directions)",
+        "flat_plain": "len(report_plain.flat_directions)",
+        "identified_known": "cf_known.identified",
+        "identified_plain": "cf_plain.identified",
+        "unidentified_names": "unidentified_names",
+        "warnings": "messages",
+        "recommended": "list(result['recommended']['tau'])",
+        "p_better": "p_better",
+        "refusal": "refusal",
+    },
+    "06_human_rps.ipynb": {
+        "facts": "facts",
+        "models": "list(checks)",
+        "tables": "{k: sorted(v['tables']) for k, v in checks.items()}",
+        "loo_models": "sorted(loo.index)",
+        "num_differences": "len(differences)",
+        "a": "a_summary",
     },
 }
 
@@ -285,3 +315,31 @@ def test_04_your_own_data(tmp_path):
     assert set(out["query_actions"]) <= {"bus", "car", "bike"}
     assert out["comparison_actions"] == ["bus", "car", "bike"]
     assert out["car_change"] < 0  # a charge on cars moves commuters off them
+
+
+@pytest.mark.slow
+def test_05_policy_design(tmp_path):
+    out = run_notebook("05_policy_design.ipynb", tmp_path)
+    # known tolls identify c1: no flat direction; without them c1 + tau is flat
+    assert out["flat_known"] == 0 and out["flat_plain"] >= 1
+    assert out["identified_known"] and not out["identified_plain"]
+    assert "c1" in out["unidentified_names"] and len(out["warnings"]) == 1 and "c1" in out["warnings"][0]
+    assert len(out["recommended"]) == 5 and all(0.0 <= v <= 0.6 for v in out["recommended"])
+    assert 0.0 <= out["p_better"] <= 1.0
+    assert "tau" in out["refusal"] and "[mechanism.known]" in out["refusal"]
+
+
+@pytest.mark.slow
+def test_06_human_rps(tmp_path):
+    out = run_notebook("06_human_rps.ipynb", tmp_path)
+    # the descriptive facts, recomputed here from the shipped file with a plain loop
+    raw = pd.read_csv(NOTEBOOK_DIR / "data" / "wxz2014_rps.csv.gz")
+    raw = raw[raw["id"].isin(sorted(raw["id"].unique())[:6]) & (raw["period"] <= 30)].sort_values(["id", "period"])
+    stays = [a == b for _, g in raw.groupby("id") for a, b in zip(g["choice"].iloc[1:], g["choice"].iloc[:-1])]
+    assert abs(out["facts"]["stay"] - np.mean(stays)) < 1e-12
+    assert out["models"] == ["logit_q", "logit_q_sticky", "ewa_sticky", "bandit_sticky", "bandit_outcomes"]
+    assert all({"own_previous", "opponent_previous"} <= set(t) for t in out["tables"].values())
+    assert "previous_outcome" in out["tables"]["bandit_outcomes"]
+    assert out["loo_models"] == sorted(["logit_q", "logit_q_sticky", "ewa_sticky", "bandit_sticky"])
+    assert out["num_differences"] == 5 * 6
+    assert out["a"]["q05"] < out["a"]["mean"] < out["a"]["q95"]

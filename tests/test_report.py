@@ -35,6 +35,7 @@ HEADINGS = (
     "Identifiability",
     "Posterior predictive check",
     "Counterfactuals",
+    "Design",
     "Provenance",
 )
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -151,8 +152,8 @@ def test_report_is_valid_self_contained_html(run):
     page = run["report"].read_text(encoding="utf-8")
     assert run["report"] == run["folder"] / "report.html"
     checker = assert_valid_self_contained(page)
-    # forest plot, posterior predictive check, one counterfactual (no rank plot for SVI)
-    assert len(checker.images) == 3
+    # forest plot, posterior predictive check, the conditional checks, one counterfactual (no rank plot for SVI)
+    assert len(checker.images) == 4
     text = " ".join(checker.text)
     for heading in HEADINGS:
         assert f"<h2>{heading}</h2>" in page and heading in text

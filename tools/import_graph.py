@@ -20,7 +20,8 @@ Usage::
     python tools/import_graph.py --write-doc docs/design.md   # refresh the doc's graph
 
 ``--write-doc`` replaces what lies between ``<!-- import-graph:begin -->`` and
-``<!-- import-graph:end -->`` in the given file with the Markdown list.
+``<!-- import-graph:end -->`` in the given file with the Markdown list of load-time edges
+(the deferred ones are printed, not written, to keep the document short).
 
 Edges name the imported module: ``from .inference import fit`` is an edge to
 ``inference.fit`` when that is a module, else to ``inference``; names are given
@@ -156,14 +157,14 @@ def short(name: str) -> str:
     return name[len(PACKAGE) + 1 :] if name != PACKAGE else "__init__"
 
 
-def markdown(edges) -> str:
-    lines = ["| module | imports at load | imports inside functions |", "|---|---|---|"]
+def markdown(edges, deferred: bool = True) -> str:
+    """The graph as a Markdown table; without ``deferred`` only the load-time edges (the doc's form)."""
+    lines = (["| module | imports at load | imports inside functions |", "|---|---|---|"] if deferred
+             else ["| module | imports at load |", "|---|---|"])
     for name in sorted(edges, key=short):
-        load, deferred = edges[name]
-        lines.append(
-            f"| `{short(name)}` | {', '.join(short(m) for m in sorted(load)) or '—'} "
-            f"| {', '.join(short(m) for m in sorted(deferred)) or '—'} |"
-        )
+        load, inside = edges[name]
+        row = f"| `{short(name)}` | {', '.join(short(m) for m in sorted(load)) or '—'} |"
+        lines.append(row + (f" {', '.join(short(m) for m in sorted(inside)) or '—'} |" if deferred else ""))
     cycles = load_cycles(edges)
     lines.append("")
     if cycles:
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     edges = graph(args.package_dir)
     if args.write_doc:
-        write_doc(args.write_doc, markdown(edges))
+        write_doc(args.write_doc, markdown(edges, deferred=False))
     print(mermaid(edges) if args.mermaid else markdown(edges))
     cycles = load_cycles(edges)
     if args.check and cycles:

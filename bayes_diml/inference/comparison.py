@@ -126,6 +126,12 @@ def compare(fits_or_run_dirs, *, names=None):
                 f"compare: '{name}' was fitted to other data than '{first_name}'; LOO compares models of the same data"
             )
     for name, fit in fits.items():
+        if _modelled(fit) != _modelled(first):
+            raise DataError(
+                f"compare: '{name}' scores the play of agents {_modelled(fit)} but '{first_name}' of "
+                f"{_modelled(first)} ([game] modelled); LOO compares models of the same agents' play"
+            )
+    for name, fit in fits.items():
         draws = fit.num_chains * fit.num_draws
         if draws < MIN_LOO_DRAWS:
             fix = ("refit it with --method nuts or svi" if fit.method == "map"
@@ -165,3 +171,9 @@ def _same_actions(a, b) -> bool:
         np.where(a.mask, 0, a.actions), np.where(b.mask, 0, b.actions)
     )
 
+
+def _modelled(fit) -> list:
+    """The labels of the agents whose play a fit's log-likelihood scores (``[game] modelled``)."""
+    labels = fit.data.agent_labels
+    scored = fit.model.scored_agents
+    return [label for i, label in enumerate(labels) if scored is None or scored[i]]

@@ -10,6 +10,9 @@ learner step as the likelihood, docs/design.md §2)::
     W^s_t        = mean_e sum_i M'^s(a^s_{e,t})_i            (S, T)  expected welfare
 
 and summarised over draws by the posterior mean and the equal-tailed 90% interval.
+With unmodelled agents (``[game] modelled``) each simulated episode draws an observed
+episode (uniformly, with replacement, by the draw's key) and the unmodelled agents replay
+its actions round by round (``_replay_pool``); more rounds than were observed are refused.
 
 Draw ``s`` is simulated with the key ``fold_in(key(seed), flat draw index)``
 whatever the intervention, so two runs with the same ``seed`` over the same draws
@@ -104,16 +107,15 @@ def counterfactual(
     payoffs) is reported as not identified (``intervention["welfare_identified"]``).
 
     Returns:
-        A ``CounterfactualResult``.
-
-    Raises:
-        DataError / SpecError: naming the parameter, before anything is traced.
+        A ``CounterfactualResult``; ``DataError`` / ``SpecError`` (naming the parameter,
+        before anything is traced) otherwise.
     """
     E = _positive_int("num_episodes", num_episodes)
     T = _positive_int("num_rounds", num_rounds)
     max_draws = _positive_int("max_draws", max_draws)
     key = as_key(seed)
     model: Model = fit.model
+    pool, replayed = _replay_pool(fit, T)
     index = np.asarray(fit.thinned_index(max_draws))
     S = int(index.size)
     params = fit.params_draws(index)
@@ -122,7 +124,7 @@ def counterfactual(
     learner_params, learner_description = learner_intervention(model, params["learner"], S, learner, index)
     params = {"mechanism": mech_params, "learner": learner_params}
     identified = _warn_if_unidentified(fit, mechanism)
-    draws = _simulate(sim_model, params, key, index, E, T, bool(return_actions))
+    draws = _simulate(sim_model, params, key, index, E, T, bool(return_actions), pool)
     first_round = int(getattr(fit.data, "first_round", 0) or 0)
     draws["draw"] = index
     draws["round"] = np.arange(first_round, first_round + T)
@@ -136,7 +138,7 @@ def counterfactual(
         "max_draws": max_draws,
         "num_draws": S,
         "interval": INTERVAL,
-        **{k: identified[k] for k in ("identified", "unidentified", "welfare_identified")},
+        **{k: identified[k] for k in ("identified", "unidentified", "welfare_identified")}, **replayed,
     }
     return summarise(draws, intervention, *_labels(fit))
 
@@ -154,10 +156,11 @@ def _warn_if_unidentified(fit, mechanism) -> dict:
 
 # ------------------------------------------------------------- simulation
 def _simulate(
-    model: Model, params: Params, key: PRNGKey, index: np.ndarray, E: int, T: int, return_actions: bool
+    model: Model, params: Params, key: PRNGKey, index: np.ndarray, E: int, T: int, return_actions: bool, pool=None
 ) -> dict[str, np.ndarray]:
     """Simulate the draws ``index`` (parameters ``params`` with a leading draw axis ``(S, ...)``)
-    in equal batches under ``CHUNK_ELEMENTS``; the arrays of ``_simulate_draws``, on the host."""
+    in equal batches under ``CHUNK_ELEMENTS``; the arrays of ``_simulate_draws``, on the host.
+    ``pool``: observed episodes ``(P, T, n)`` whose unmodelled agents' actions are replayed."""
     S = int(index.size)
     n, A = model.num_agents, model.num_actions
     per_agent = n * A <= PER_AGENT_MAX
@@ -170,7 +173,8 @@ def _simulate(
     dtype = jnp.result_type(float)
     padded_params = jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[padded], dtype), params)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(index[padded], jnp.uint32))
-    out = _simulate_draws(model, padded_params, keys, E, T, draw_batch, row_batch, per_agent, return_actions)
+    pool = None if pool is None else jnp.asarray(pool, jnp.int32)
+    out = _simulate_draws(model, padded_params, keys, E, T, draw_batch, row_batch, per_agent, return_actions, pool)
     return {name: np.asarray(value)[:S] for name, value in out.items()}
 
 
@@ -188,12 +192,16 @@ def _simulate_draws(
     row_batch: int,
     per_agent: bool,
     return_actions: bool,
+    pool=None,
 ) -> dict[str, Array]:
     """Simulate every draw and summarise it in one compiled function.
 
     Args:
         params: ``{"mechanism": ..., "learner": ...}`` with a leading draw axis ``(S, ...)``.
         keys: ``(S,)`` keys, one per draw.
+        pool: ``(P, T, n)`` observed episodes, or ``None``: each draw replays the unmodelled
+            agents' actions of ``num_episodes`` of them, drawn uniformly with replacement by
+            ``fold_in(key, 1)`` (the same episodes under every intervention: paired).
 
     Returns:
         ``frequency (S, T, A)``, ``welfare (S, T)``, and ``agent_frequency (S, T, n, A)``
@@ -204,7 +212,8 @@ def _simulate_draws(
 
     def one_draw(args):
         p, key = args
-        actions = simulate_arrays(model, p, key, num_episodes, num_rounds)  # (E, T, n)
+        replay = None if pool is None else pool[jax.random.randint(jax.random.fold_in(key, 1), (num_episodes,), 0, pool.shape[0])]
+        actions = simulate_arrays(model, p, key, num_episodes, num_rounds, replay=replay)  # (E, T, n)
         out = {"welfare": _welfare(mechanism, p["mechanism"], actions, row_batch)}
         if per_agent:
             counts = _counts(actions, num_rounds, A, by_agent=True)  # (T, n, A)
@@ -256,6 +265,27 @@ def _check_memory(model: Model, S: int, E: int, T: int, per_agent: bool, keep_ac
 
 
 # ------------------------------------------------------------------ helpers
+def _replay_pool(fit, T: int) -> tuple[np.ndarray | None, dict]:
+    """The observed episodes whose unmodelled agents (``[game] modelled``) played each of the
+    first ``T`` rounds, ``(P, T, n)``, and a description for ``intervention``; ``(None, {})``
+    when every agent is modelled. Refuses ``T`` beyond the rounds observed, in one line."""
+    model, data = fit.model, fit.data
+    if model.scored_agents is None:
+        return None, {}
+    exogenous = ~model.scored_agents
+    unmodelled = [label for label, out in zip(_labels(fit)[1], exogenous) if out]
+    played = ~np.asarray(data.mask)[:, :, exogenous].any(axis=2)  # (E, T_obs): all unmodelled agents played
+    observed = np.where(played.all(axis=1), played.shape[1], played.argmin(axis=1))  # rounds played from round 0
+    if T > observed.max():
+        raise DataError(
+            f"{WHERE}: num_rounds = {T} but agents {unmodelled} are not modelled ([game] modelled = "
+            f"{list(model.modelled)}) and their play, replayed from the data, was observed for at most "
+            f"{int(observed.max())} rounds; ask for at most {int(observed.max())}"
+        )
+    pool = np.asarray(data.actions)[observed >= T, :T]
+    return pool, {"replayed": {"agents": unmodelled, "observed_episodes": int(pool.shape[0])}}
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise DataError(f"{WHERE}: {name} must be a positive integer, got {value!r}")

@@ -72,7 +72,9 @@ def diagnose(fit) -> dict:
     every method, pairs of learner parameters that collapse onto each other
     (``collapsed_learner_parameters``) are reported in plain words, and which method
     ran and why (``method_requested``, ``method_reason``), with the fit's
-    ``calibration_warning`` (``inference.auto``) among the warnings when it gave one.
+    ``calibration_warning`` (``inference.auto``) among the warnings when it gave one, and the
+    conditional posterior predictive checks the fit recorded (``"ppc"``: ``{"tables",
+    "misfit", ...}``, ``inference.ppc``), with a warning naming the failing tables.
     """
     out: dict = {"method": fit.method, "warnings": []}
     out.update({k: fit.info[k] for k in ("method_requested", "method_reason") if k in fit.info})
@@ -80,6 +82,12 @@ def diagnose(fit) -> dict:
         out["calibration_warning"] = fit.info["calibration_warning"]
         out["warnings"].append(fit.info["calibration_warning"])
     out["warnings"].extend(_collapse_warnings(fit))
+    if isinstance(fit.info.get("ppc"), dict):  # conditional posterior predictive checks (inference.ppc)
+        out["ppc"] = fit.info["ppc"]
+        if out["ppc"].get("misfit"):
+            from .ppc import misfit_message
+
+            out["warnings"].append(misfit_message(out["ppc"]))
     if fit.method != "nuts":
         out.update({k: fit.info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in fit.info})
         out["warnings"].append(

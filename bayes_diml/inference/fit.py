@@ -71,6 +71,7 @@ def fit(
     round_chunk: int | None = None,
     shard: bool | None = None,
     accept_uncalibrated: bool = False,
+    ppc: bool = True,
     **options,
 ) -> Fit:
     """Posterior over the mechanism (and unknown learner parameters) given observed play.
@@ -100,6 +101,7 @@ def fit(
             narrow (neural with a prior over the weights, anonymous) without the
             ``UncalibratedWarning`` (``auto.calibration_warning``) that ``fit`` gives
             otherwise (and records in ``info["calibration_warning"]``).
+        ppc: record the conditional posterior predictive checks in ``info["ppc"]`` (``_conditional_checks``); ``False`` skips them.
         **options: passed to the method; ``progress=False`` turns progress bars off.
 
     Returns:
@@ -133,11 +135,21 @@ def fit(
     if warning is not None:
         info["calibration_warning"] = warning
     _check_finite(method, run.posterior)
+    info.update(_conditional_checks(model, data, run.posterior) if ppc else {})
     return Fit(
         model=model, data=data, method=method, posterior=run.posterior, sample_stats=run.stats, info=info,
         log_likelihood=_pointwise_log_likelihood(model, data, run.posterior, observed, round_chunk, options.get("batch_episodes")),
         posterior_predictive=predictive_frequencies(model, data, run.posterior, k_ppc, max_draws=posterior_predictive_draws),
     )
+
+
+def _conditional_checks(model: Model, data, posterior: dict) -> dict:
+    """``{"ppc": ...}``: the conditional posterior predictive checks (``inference.ppc``; stay /
+    switch, opponent, outcome) as JSON data, with a ``MisfitWarning`` when a table fails
+    (``bayes_diml.ppc(fit)`` runs them on a fit made with ``ppc=False``)."""
+    from .ppc import fit_checks
+
+    return {"ppc": fit_checks(model, data, posterior)}
 
 
 class _Observed(NamedTuple):

@@ -306,13 +306,14 @@ def _prior_draws(fit, key, shapes) -> dict[str, np.ndarray]:
     from numpyro.infer import Predictive
 
     from ..likelihood import as_arrays
-    from .numpyro_model import numpyro_model
+    from .numpyro_model import numpyro_model, observed_payoffs
 
     size = max(1, sum(int(np.prod(s)) for s in shapes.values()))
     num = int(np.clip(PRIOR_FLOATS // size, 200, PRIOR_DRAWS))
     actions, mask = as_arrays(fit.data)
+    payoff = observed_payoffs(fit.data)  # observed payoffs or outcomes lift the gauge, as in the fit
     predictive = Predictive(functools.partial(numpyro_model, fit.model), num_samples=num, return_sites=list(shapes))
-    draws = jax.jit(lambda k: predictive(k, actions, mask))(key)
+    draws = jax.jit(lambda k: predictive(k, actions, mask, payoff))(key)
     return {name: np.asarray(draws[name]).reshape(num, *shapes[name]) for name in shapes}
 
 
@@ -369,7 +370,9 @@ def _model_notes(fit, parameters: pd.DataFrame, differences: pd.DataFrame) -> li
             f"Known ([mechanism.known]): {', '.join(sorted(model.mechanism_known))}: held at their values as data, "
             "not sampled, and left out of the Fisher analysis."
         )
-    if model.learner.shift_invariant:
+    from .numpyro_model import fix_gauge, observed_payoffs
+
+    if fix_gauge(model, observed_payoffs(fit.data) is not None):
         notes.append("Payoff levels are not identified under a full-information learner; report differences.")
     if "beta" in model.learner.param_names:
         if "beta" in model.learner_priors:
@@ -409,7 +412,6 @@ def _model_notes(fit, parameters: pd.DataFrame, differences: pd.DataFrame) -> li
         prior_driven = int((differences["verdict"][off] == "prior-driven").sum())
         notes.append(
             f"{int(off.sum())} of {len(differences)} queried differences are off support (their opponent context "
-            "never occurs in the data): the data inform them only through the family's structure, so they are "
-            f"prior-driven unless that structure ties them to visited contexts ({prior_driven} prior-driven here)."
+            f"never occurs in the data): {model.mechanism.off_support_note} ({prior_driven} prior-driven here)."
         )
     return notes

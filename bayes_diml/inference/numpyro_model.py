@@ -11,6 +11,10 @@
     Q_0: 0 | q0 ~ Normal(0, s) | q0[e] = q0_mean + q0_spread * z[e]  (initial = zero|shared|per_episode)
     log p(actions | theta) = sum_e loglik_e   (jitted, vmap over episodes)
     payoff[e, t, i] ~ Normal(M(a_{e,t})_i, sigma)   for each observed payoff
+      an outcome column ([payoff] outcomes, bayes_diml/outcomes.py): payoff[e, t, i] = v(o[e, t, i]),
+      v(o) a number or a parameter ~ its [payoff.prior]
+    [game] modelled: only modelled agents' actions and payoffs are scored (Model.scored_agents);
+      the others' actions enter the counterfactual payoffs as data
 
 Per-episode log-likelihoods (actions and observed payoffs of the episode) are
 recomputed after sampling for the ``log_likelihood`` group (dims chain, draw,
@@ -47,14 +51,20 @@ __all__ = [
 
 def fix_gauge(model: Model, observed_payoffs: bool = False) -> bool:
     """Whether the payoff gauge must be fixed: only for shift-invariant learners (docs/design.md §3),
-    and not when observed payoffs pin the levels."""
+    and not when observed payoffs pin the levels (an outcome column does too: ``[payoff]
+    outcomes`` give at least one outcome a number, ``outcomes.parse_outcome_rule``)."""
     return bool(model.learner.shift_invariant) and not observed_payoffs
 
 
 def observed_payoffs(data):
     """The data's ``payoff`` column as a float array ``(E, T, n)`` (NaN = not observed),
-    or ``None`` when there is none or no entry is observed."""
-    payoff = getattr(data, "payoff", None)
+    or ``None`` when there is none or no entry is observed.
+
+    With an outcome column (``Trajectories.outcome``) the array holds the outcome codes
+    instead (``OutcomeColumn.floats``), which ``payoff_log_likelihoods`` maps to payoffs
+    through the model's ``[payoff] outcomes`` (``check_data`` makes the two agree)."""
+    outcome = getattr(data, "outcome", None)
+    payoff = getattr(data, "payoff", None) if outcome is None else outcome.floats()
     if payoff is None:
         return None
     payoff = np.asarray(payoff, float)
@@ -72,6 +82,11 @@ def check_identifiable_setup(model: Model, data=None) -> None:
     """
     model.mechanism.check_prior_options(model.mechanism_prior)
     scale = getattr(model.learner, "scale_param", "beta")
+    if scale in model.learner_priors and model.outcomes is not None and len(set(model.outcomes.numbers)) < 2:
+        raise SpecError(
+            f"[learner] {scale} carries a prior, but [payoff] outcomes give fewer than two different numbers, so "
+            f"the payoff scale is free: fix {scale} to a number, or give two outcomes numbers (e.g. tie = 1, lose = 0)"
+        )
     if scale in model.learner_priors:
         if data is None or observed_payoffs(data) is None:
             raise SpecError(
@@ -143,6 +158,8 @@ def sample_params(model: Model, num_episodes: int | None = None, observed: bool 
     if observed:
         sigma = model.payoff_sigma
         params["payoff_sigma"] = numpyro.sample("payoff_sigma", sigma.to_numpyro()) if isinstance(sigma, Prior) else sigma
+        if model.outcomes is not None:  # the outcome parameters (e.g. the payoff of a win)
+            params["outcome"] = model.outcomes.sample()
     return params
 
 
@@ -151,12 +168,18 @@ def payoff_log_likelihoods(model: Model, params: dict, actions, mask, payoff):
 
         sum_{t, i observed} log Normal(payoff[e, t, i] | M(a_{e,t})_i, sigma)
 
-    ``payoff`` is NaN where not observed; masked entries never count.
+    ``payoff`` is NaN where not observed; masked entries never count, nor do those of
+    unmodelled agents (``Model.scored_agents``). With ``[payoff] outcomes`` it holds
+    outcome codes, mapped to ``v(o)`` (``OutcomeRule.payoffs``) with ``params["outcome"]``.
     """
     mechanism = model.mechanism
     present = ~mask
+    if model.outcomes is not None:
+        payoff = model.outcomes.payoffs(params.get("outcome", {}), payoff)
     realised = jax.vmap(jax.vmap(lambda a, p: mechanism.payoffs(params["mechanism"], a, p)))(actions, present)
     seen = present & jnp.isfinite(payoff)
+    if model.scored_agents is not None:
+        seen = seen & model.scored_agents
     log_density = dist.Normal(realised, params["payoff_sigma"]).log_prob(jnp.where(seen, payoff, realised))
     return jnp.sum(jnp.where(seen, log_density, 0.0), axis=(1, 2))
 

@@ -213,6 +213,7 @@ class Fit:
         names += [n for n in self.model.learner_priors]
         names += [f"{n}_{part}" for n in self.model.per_agent for part in ("mean", "spread")]
         names += [n for n in ("q0_spread", "payoff_sigma") if n in self.posterior]
+        names += [n for n in (self.model.outcomes.parameters if self.model.outcomes else ()) if n in self.posterior]
         return names or list(self.posterior)[:5]
 
     def summary(self, var_names=None, mark_fixed: bool = False):
@@ -226,6 +227,13 @@ class Fit:
         from .diagnostics import diagnose
 
         return diagnose(self)
+
+    def ppc(self, **options) -> dict:
+        """Conditional posterior predictive checks (stay / switch, opponent, outcome); see
+        ``bayes_diml.inference.ppc.ppc``."""
+        from .ppc import ppc
+
+        return ppc(self, **options)
 
     def sensitivity(self, var_names=None, threshold: float = 0.05):
         """Power-scaling prior/likelihood sensitivity; see ``diagnostics.sensitivity``."""
@@ -308,8 +316,12 @@ def draws_params(model: Model, data, posterior: dict, index=None) -> dict:
         params["initial"] = jnp.asarray(np.reshape(q0, (S, *q0.shape[2:])))
     if "payoff_sigma" in posterior:
         params["payoff_sigma"] = jnp.asarray(np.reshape(posterior["payoff_sigma"], (S,)))
-    elif not isinstance(model.payoff_sigma, Prior) and getattr(data, "payoff", None) is not None:
+    elif not isinstance(model.payoff_sigma, Prior) and (
+        getattr(data, "payoff", None) is not None or getattr(data, "outcome", None) is not None
+    ):
         params["payoff_sigma"] = jnp.full((S,), float(model.payoff_sigma))
+    if model.outcomes is not None:  # [payoff] outcomes parameters (bayes_diml/outcomes.py)
+        params["outcome"] = {n: jnp.asarray(np.reshape(posterior[n], (S,))) for n in model.outcomes.parameters}
     if index is not None:
         params = jax.tree.map(lambda v: v[np.asarray(index)], params)
     return params

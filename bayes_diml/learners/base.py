@@ -47,7 +47,10 @@ class Learner(NamedTuple):
             payoff leaves the likelihood unchanged (full-information learners):
             the payoff gauge must then be fixed (docs/design.md §3).
         init: ``(params, num_agents, num_actions) -> Q_0``.
-        log_policy: ``(params, Q, t) -> log pi_t``, both ``(..., num_agents, num_actions)``.
+        log_policy: ``(params, Q, t, bias=None) -> log pi_t``, all ``(..., num_agents,
+            num_actions)``; ``bias`` (``stickiness.stickiness_bias``) is added to the
+            logits inside the softmax, before any uniform mixing. Callers go through
+            ``stickiness.log_policy``, the one policy of the package.
         transition: ``(params, U, actions, t) -> (decay, drive)``, each broadcastable
             to ``(num_agents, num_actions)``.
         check_params: ``(params, where) -> None``, raises ``SpecError`` on values
@@ -100,12 +103,14 @@ PARAMETER_DOMAINS: dict[str, Domain] = {
     "rho": Domain(_UNIT_CLOSED, _prior("beta", a=2, b=2)),
     "delta": Domain(_UNIT_CLOSED, _prior("beta", a=2, b=2)),
     "eta": Domain(Interval(0.0), _prior("lognormal", loc=0, scale=1)),
+    "stickiness": Domain(Interval(), _prior("normal", loc=0, scale=1)),
 }
 """Learner parameter name -> its domain (interval, and a prior inside it for messages).
 
 Fixed values are checked against it (``check_domains``), and so is the support of a
 prior (``Model``): a prior reaching outside the domain is refused, so every draw,
-which NumPyro maps from the unconstrained scale onto the prior's support, is valid."""
+which NumPyro maps from the unconstrained scale onto the prior's support, is valid.
+The prior is also the default prior of a parameter written ``name = "prior"`` in a spec."""
 
 
 def check_domains(params: Params, where: str, names: tuple[str, ...]) -> None:
@@ -130,10 +135,13 @@ def make_learner(
     scale_param: str = "beta",
 ) -> Learner:
     """A ``Learner`` with the package's common parts: ``Q_0`` from ``initial_state`` and
-    fixed values checked against ``PARAMETER_DOMAINS`` (``check_domains`` over ``param_names``)."""
+    fixed values checked against ``PARAMETER_DOMAINS`` (``check_domains`` over ``param_names``,
+    and ``stickiness`` where ``params`` has it: every rule takes it, ``learners.stickiness``)."""
 
     def check_params(params: Params, where: str = "learner") -> None:
-        check_domains(params, where, param_names)
+        from .stickiness import STICKINESS
+
+        check_domains(params, where, (*param_names, *((STICKINESS,) if STICKINESS in params else ())))
 
     return Learner(
         name=name,

@@ -9,6 +9,7 @@ counterfactual payoff of every own action::
 
     S_0 = 0
     pi_t(. | i) = softmax(eta S_t[i])          (weights proportional to exp(eta S_t))
+                                               (+ kappa 1[k = a_{t-1,i}] with stickiness)
     S_{t+1} = S_t + U_t                        (decay 1, drive U_t)
 
 with ``U_t[i, k] = u_i(k, a_{t,-i})`` for every action ``k`` (full information).
@@ -34,8 +35,8 @@ __all__ = ["hedge"]
 PARAM_NAMES = ("eta",)
 
 
-def _log_policy(params, Q, t):
-    return log_policy_epsilon_softmax(params["eta"], 0.0, Q)
+def _log_policy(params, Q, t, bias=None):
+    return log_policy_epsilon_softmax(params["eta"], 0.0, Q, bias)
 
 
 def _transition(params, U, actions, t):

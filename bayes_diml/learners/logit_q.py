@@ -12,8 +12,8 @@ from .base import Learner, make_learner, per_agent
 __all__ = ["logit_q", "logit_q_decreasing", "log_policy_epsilon_softmax", "logit_log_policy"]
 
 
-def log_policy_epsilon_softmax(beta, eps, Q: Array) -> Array:
-    """``log pi = log((1 - eps) softmax(beta Q) + eps / A)`` computed in log space.
+def log_policy_epsilon_softmax(beta, eps, Q: Array, bias: Array | None = None) -> Array:
+    """``log pi = log((1 - eps) softmax(beta Q + bias) + eps / A)`` computed in log space.
 
     ``logaddexp(log1p(-eps) + log_softmax(beta Q), log(eps / A))``; where
     ``eps == 0`` the plain ``log_softmax(beta Q)`` is used, so there is no
@@ -22,9 +22,14 @@ def log_policy_epsilon_softmax(beta, eps, Q: Array) -> Array:
     Args:
         beta, eps: scalars or per-agent ``(num_agents,)`` arrays.
         Q: ``(..., num_agents, num_actions)``.
+        bias: ``None`` or logits added inside the softmax, before the mixing
+            (choice stickiness, ``learners.stickiness``); broadcastable to ``Q``.
     """
     A = Q.shape[-1]
-    log_soft = jax.nn.log_softmax(per_agent(beta) * Q, axis=-1)
+    logits = per_agent(beta) * Q
+    if bias is not None:
+        logits = logits + bias
+    log_soft = jax.nn.log_softmax(logits, axis=-1)
     if _concrete_zero(eps):
         return log_soft
     eps = per_agent(eps)
@@ -42,10 +47,10 @@ def _concrete_zero(value) -> bool:
         return False
 
 
-def logit_log_policy(params: Params, Q: Array, t) -> Array:
+def logit_log_policy(params: Params, Q: Array, t, bias: Array | None = None) -> Array:
     """The ``log_policy`` of every learner with parameters ``beta`` and ``eps``:
-    ``log((1 - eps) softmax(beta Q) + eps / A)``."""
-    return log_policy_epsilon_softmax(params["beta"], params["eps"], Q)
+    ``log((1 - eps) softmax(beta Q + bias) + eps / A)`` (``bias``: choice stickiness)."""
+    return log_policy_epsilon_softmax(params["beta"], params["eps"], Q, bias)
 
 
 def _make(name: str, step_name: str, step_size) -> Learner:

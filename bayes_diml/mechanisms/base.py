@@ -94,6 +94,11 @@ class Mechanism:
     unidentified_advice: ClassVar[str] = ""
     """What to do instead when a counterfactual depends on a parameter the data do not
     identify (``unidentified_by``): the end of the one-line warning."""
+    off_support_note: ClassVar[str] = (
+        "the data inform them only through the family's structure, so they are prior-driven unless that structure "
+        "ties them to visited contexts"
+    )
+    """How identifiability's notes explain payoff differences in opponent contexts the data never visit."""
     svi_warning: ClassVar[str | None] = None
     """Set on families whose SVI intervals were measured too narrow (or never checked against
     a truth): what ``fit`` warns when SVI runs on them, and why ``method="auto"`` runs
@@ -305,6 +310,21 @@ class Mechanism:
         flat directions beyond the gauge names them (``Congestion``).
         """
         return []
+
+    def lever_transfers(self, params: Params, joint_action: Array, present: Array | None = None) -> Array:
+        """The part of each agent's payoff that the levers pay (positive) or charge (negative):
+        money moved by the designer, not value created, so that ``net_welfare`` (``bd.design``)
+        is ``sum_i [M(a)_i - transfer_i(a)]`` and a design cannot buy welfare with subsidies.
+
+        Returns ``(num_agents,)`` (zero for absent agents). The default refuses in one line:
+        a family says which of its payoff terms are transfers (``Congestion``, ``PublicGoods``).
+        """
+        from ..errors import DataError
+
+        raise DataError(
+            f"design objective 'net_welfare': the {self.family} family does not say which of its payoff terms are "
+            "transfers; use objective 'welfare' or 'share:ACTION'"
+        )
 
     def check_prior_options(self, options: dict, where: str = "[mechanism.prior]") -> None:
         """Raise ``SpecError`` naming an unknown ``[mechanism.prior]`` key."""

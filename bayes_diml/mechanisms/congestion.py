@@ -139,6 +139,14 @@ class Congestion(Mechanism):
                 coefficient[name] = coefficient[name] * np.broadcast_to(np.asarray(value, float), (A,))
         return ["c1"] if np.any(coefficient["tau"] != coefficient["c1"]) else []
 
+    def lever_transfers(self, params, joint_action, present=None):
+        """The toll each agent receives, ``tau[a_i] L_i`` (``L_i``: present agents on its resource;
+        a negative ``tau`` is a charge), so that ``M(a)_i - tau[a_i] L_i = -(c1[a_i] L_i + c2[a_i] L_i**2)``
+        is the agent's congestion cost alone (An & Du 2026, §5, E2)."""
+        counts, _ = present_counts(joint_action, present, self.num_actions)
+        transfers = params["tau"][joint_action] * counts[joint_action]
+        return transfers if present is None else jnp.where(present, transfers, 0.0)
+
     def counterfactual_payoffs(self, params, joint_action, present=None):
         _, counts_minus = present_counts(joint_action, present, self.num_actions)
         load = counts_minus + 1.0  # (n, A): load on k had agent i joined it

@@ -155,6 +155,11 @@ class NeuralFunction(Tabular):
     prior_numbers = frozenset({"weight_scale", "output_scale"})
     prior_choices = {"space": PRIOR_SPACES}
     spec_options = Neural.spec_options
+    off_support_note = (
+        "the data reach them only through the prior's covariance between contexts (the network prior's "
+        "smoothness, an assumption the data cannot check), so what contraction they show is borrowed from visited "
+        "contexts: weakly identified at best, and only as far as that prior holds"
+    )
 
     def auto_nuts(self):
         return {}, "the function-space prior is a Gaussian prior over the payoff table, fitted as a tabular game"

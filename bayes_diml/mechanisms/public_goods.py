@@ -142,6 +142,19 @@ class PublicGoods(Mechanism):
             pay = pay + mlp(params, "sub_", x, len(self._sizes()) - 1, jnp.tanh)[..., 0]
         return pay
 
+    def lever_transfers(self, params, joint_action, present=None):
+        """The subsidy each agent receives, ``subsidy(total, level(a_i))`` (An & Du 2026, E3): money
+        paid by the designer, so ``M(a)_i - subsidy = scale (1 - exp(-k total)) - cost level(a_i)**2``.
+        Zero without a subsidy network."""
+        if self.subsidy_hidden is None:
+            return jnp.zeros((self.num_agents,))
+        level = self.levels()[joint_action]
+        if present is not None:
+            level = jnp.where(present, level, 0.0)
+        x = jnp.stack(jnp.broadcast_arrays(level.sum(), level), axis=-1)
+        transfers = mlp(params, "sub_", x, len(self._sizes()) - 1, jnp.tanh)[..., 0]
+        return transfers if present is None else jnp.where(present, transfers, 0.0)
+
     def counterfactual_payoffs(self, params, joint_action, present=None):
         return self.prepared_counterfactual_payoffs(self.prepare(params), joint_action, present)
 
