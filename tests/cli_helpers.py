@@ -4,6 +4,27 @@ from __future__ import annotations
 
 from bayes_diml.cli import main
 
+CONGESTION_SPEC = """\
+[game]
+agents = {agents}
+actions = 3
+
+[mechanism]
+family = "congestion"
+
+[mechanism.truth]
+c1 = [0.20, 0.30, 0.10]
+c2 = [0.10, 0.05, 0.12]
+tau = [0.10, 0.00, 0.15]
+
+[learner]
+rule = "logit_q"
+alpha = 0.3
+beta = 3.0
+eps = 0.05
+"""
+"""A small congestion spec with a truth (3 roads), for ``agents`` agents: ``CONGESTION_SPEC.format(agents=2)``."""
+
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """``bayes_diml.cli.main(ARGS)``: (exit status, stdout, stderr); argparse exits are caught."""

@@ -20,29 +20,12 @@ import pytest
 
 from bayes_diml.cli import main
 
+from cli_helpers import CONGESTION_SPEC
 from cli_helpers import run_cli as in_process
 
 SUBPROCESS_TIMEOUT_S = 300
 
-TINY_SPEC = """\
-[game]
-agents = 3
-actions = 3
-
-[mechanism]
-family = "congestion"
-
-[mechanism.truth]
-c1 = [0.20, 0.30, 0.10]
-c2 = [0.10, 0.05, 0.12]
-tau = [0.10, 0.00, 0.15]
-
-[learner]
-rule = "logit_q"
-alpha = 0.3
-beta = 3.0
-eps = 0.05
-"""
+TINY_SPEC = CONGESTION_SPEC.format(agents=3)
 
 QUERIES = """\
 agent,action,baseline,joint

@@ -24,28 +24,11 @@ from hypothesis import strategies as st
 
 from bayes_diml.cli import main
 
+from cli_helpers import CONGESTION_SPEC
 from cli_helpers import one_error_line as one_error
 from cli_helpers import run_cli as run
 
-SPEC = """\
-[game]
-agents = 2
-actions = 3
-
-[mechanism]
-family = "congestion"
-
-[mechanism.truth]
-c1 = [0.20, 0.30, 0.10]
-c2 = [0.10, 0.05, 0.12]
-tau = [0.10, 0.00, 0.15]
-
-[learner]
-rule = "logit_q"
-alpha = 0.3
-beta = 3.0
-eps = 0.05
-"""
+SPEC = CONGESTION_SPEC.format(agents=2)
 
 QUERIES = "agent,action,baseline,joint\n0,1,0,0 1\n1,2,0,1 0\n"
 

@@ -26,27 +26,9 @@ from bayes_diml.inference.ppc import ALPHA, observed_tables, ppc_from_params, re
 from bayes_diml.spec import parse_spec
 
 import reference as ref
-from cli_helpers import run_cli
+from cli_helpers import CONGESTION_SPEC, run_cli
 
-SPEC = """\
-[game]
-agents = 2
-actions = 3
-
-[mechanism]
-family = "congestion"
-
-[mechanism.truth]
-c1 = [0.20, 0.30, 0.10]
-c2 = [0.10, 0.05, 0.12]
-tau = [0.10, 0.00, 0.15]
-
-[learner]
-rule = "logit_q"
-alpha = 0.3
-beta = 3.0
-eps = 0.05
-"""
+SPEC = CONGESTION_SPEC.format(agents=2)
 
 
 def model_and_truth(spec: str = SPEC):
