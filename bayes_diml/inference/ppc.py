@@ -84,6 +84,12 @@ MAX_SIMULATED = 100_000_000
 """Simulated agent-rounds (replicates x episodes x rounds x agents) above which fewer replicates run."""
 QUICK_COMPILE_MAX = 5_000_000
 """Simulated agent-rounds up to which the replicates' program is compiled quickly (``_COMPILED``)."""
+BATCH_ELEMENTS = 20_000_000
+"""Array elements alive at once across a batch of replicates (about 80 MB of float32): sets the
+batch size (``replicated_tables``)."""
+PARAMETER_COPIES = 4
+"""Copies of a draw's parameters a replicate holds (the gathered draw, the mechanism's prepared
+form, temporaries), counted against ``BATCH_ELEMENTS`` with the play's cells."""
 SEED = 0
 """Default seed of the replicates (a fixed key: ``ppc(fit)`` is reproducible)."""
 
@@ -161,8 +167,13 @@ def replicated_tables(model, data, params, *, seed=SEED, num_replicates: int = N
     E, T, n = data.actions.shape
     R = _replicates(int(num_replicates), E * T * n)
     setup = _setup(model, data) if setup is None else setup
-    batch = max(1, min(R, 20_000_000 // max(1, E * T * n * model.num_actions)))
     params = jax.tree.map(jnp.asarray, params)
+    draws = int(np.shape(jax.tree.leaves(params)[0])[0])
+    # a replicate holds its play's cells and its own copy of the draw's parameters (a tabular
+    # game's table can hold millions of entries)
+    entries = sum(int(np.size(leaf)) // draws for leaf in jax.tree.leaves(params))
+    per_replicate = E * T * n * model.num_actions + PARAMETER_COPIES * entries
+    batch = max(1, min(R, BATCH_ELEMENTS // max(1, per_replicate)))
     compiled = _COMPILED[R * E * T * n <= QUICK_COMPILE_MAX]
     counts = compiled(model, params, as_key(seed), setup["arrays"], T, setup["names"], setup["num_bins"], R, batch)
     return {name: np.asarray(v, np.float64) for name, v in counts.items()}
