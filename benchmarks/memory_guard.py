@@ -2,7 +2,9 @@
 
 Each case runs in a fresh process (``--case NAME``): the resident set after building
 the data is the baseline, the peak RSS after the work minus it is the measurement, and
-the estimate is what the guard would compare with the memory available. Writes
+the estimate is what the guard would compare with the memory available. The fit runs
+without the conditional predictive checks (``ppc=False``): they are not in the estimate;
+their replicates run in batches bounded by ``inference.ppc.BATCH_ELEMENTS``. Writes
 ``benchmarks/results/memory_guard.json`` (machine named). Run: ``python
 benchmarks/memory_guard.py`` (a few minutes on 2 cores).
 """
@@ -68,7 +70,7 @@ def run_case(name: str) -> dict:
     data = bd.simulate(model, truth, num_episodes=E, num_rounds=T, seed=0)
     estimate, part = fit_memory(model, E, T, method, options)
     base = _rss()
-    bd.fit(model, data, method=method, seed=0, progress=False, **options)
+    bd.fit(model, data, method=method, seed=0, progress=False, ppc=False, **options)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"case": name, "family": family, "agents": n, "actions": A, "episodes": E, "rounds": T, "method": method,
             "options": options, "estimate_bytes": estimate, "largest_part": part, "baseline_rss_bytes": base,
