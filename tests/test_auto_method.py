@@ -133,7 +133,6 @@ def test_auto_minibatches_svi_when_the_data_are_large(monkeypatch):
     assert fit_memory(model, episodes, rounds, "svi", {**options, "batch_episodes": batch})[0] <= budget
     # the largest such batch: one more episode per batch would not fit
     assert fit_memory(model, episodes, rounds, "svi", {**options, "batch_episodes": batch + 1})[0] > budget
-    assert fit_memory(model, episodes, rounds, "svi", {**options, "batch_episodes": batch + 1})[0] > budget
     monkeypatch.setenv(MEMORY_LIMIT_ENV, str(4 * whole))
     assert "batch_episodes" not in auto.choose_method(model, sizes(episodes, rounds)).options
 
