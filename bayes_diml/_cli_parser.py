@@ -103,9 +103,10 @@ def _fit(verbs) -> argparse.ArgumentParser:
     p.add_argument("spec", help="model spec (TOML)")
     p.add_argument("--data", required=True, help="long-format CSV or Parquet")
     p.add_argument(
-        "--method", choices=("auto", "nuts", "svi", "map"), default="auto",
+        "--method", choices=("auto", "nuts", "svi", "map", "laplace_grid"), default="auto",
         help="inference method (default auto: NUTS for tabular and structured families and the neural function-space "
-             "prior, low-rank SVI for neural weight-space and anonymous mechanisms; the run says which ran and why)",
+             "prior, the Laplace grid for the anonymous function-space prior, low-rank SVI for networks with a prior "
+             "over their weights; the run says which ran and why)",
     )
     p.add_argument("--out", required=True, help="run folder to create")
     _seed(p)

@@ -93,7 +93,8 @@ _FIT_FLAGS = {  # flag's attribute -> (fit option, default with an explicit --me
     "samples": ("num_samples", 500),
     "steps": ("steps", 2000),
 }
-_METHOD_FLAGS = {"nuts": ("chains", "warmup", "samples"), "svi": ("steps", "samples"), "map": ("steps",)}
+_METHOD_FLAGS = {"nuts": ("chains", "warmup", "samples"), "svi": ("steps", "samples"), "map": ("steps",),
+                 "laplace_grid": ("samples",)}
 
 
 def _method_options(args) -> dict:

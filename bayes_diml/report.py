@@ -230,6 +230,8 @@ def _method_line(method, info: dict) -> str:
         return f"SVI fit, {info.get('steps', '?')} steps, {info.get('num_samples', '?')} draws from the guide"
     if method == "map":
         return f"MAP fit, {info.get('steps', '?')} steps × {info.get('restarts', '?')} restarts"
+    if method == "laplace_grid":
+        return f"Laplace grid fit, {len(info.get('grid', []))} payoff scales, {info.get('num_samples', '?')} draws"
     return f"{method} fit" if method else ""
 
 

@@ -235,6 +235,18 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
         parts[f"{options.get('num_samples', 1000)} draws of {count_text(D)} coordinates"] = (
             DRAW_COPIES * int(options.get("num_samples", 1000)) * D * f
         )
+    elif method == "laplace_grid":
+        from .inference.laplace_grid import GRID_MAX_POINTS
+
+        parts[f"the likelihood of {count_text(cells)} cells x {_hessian_chunk(D)} Hessian columns"] = (
+            _hessian_chunk(D) * lik + table
+        )
+        parts[f"up to {GRID_MAX_POINTS} grid points' {count_text(D)} x {count_text(D)} Hessians"] = (
+            GRID_MAX_POINTS * 2 * D * D * 8
+        )
+        parts[f"{options.get('num_samples', 1000)} draws of {count_text(D)} coordinates"] = (
+            DRAW_COPIES * int(options.get("num_samples", 1000)) * D * f
+        )
     else:  # nuts
         chains = int(options.get("num_chains", 4))
         samples = int(options.get("num_samples", 500))
@@ -247,6 +259,7 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
         )
     draws = {"map": int(options.get("num_samples", 1000)) if options.get("laplace") else 1,
              "svi": int(options.get("num_samples", 1000)),
+             "laplace_grid": int(options.get("num_samples", 1000)),
              "nuts": int(options.get("num_chains", 4)) * int(options.get("num_samples", 500))}[method]
     parts[f"scoring {draws} draw(s) on {count_text(cells)} cells"] = (
         min(draws, pointwise_batch(cells)) * POINTWISE_FLOATS_PER_CELL * cells * f + draws * num_episodes * f

@@ -1,4 +1,10 @@
-"""Are the neural family's function-space posteriors calibrated on the paper's games? (issue 17)
+"""Are the function-space posteriors calibrated on the paper's games? (issue 17)
+
+``E7`` (``--setting``, e.g. ``E7_n40_A10``): the anonymous family with its prior in
+function space (``AnonymousFunction``: random features, ``fit(method="auto")`` -> the
+Laplace grid), on reproduce's E7 data of that setting, against reproduce's "DIML
+(anonymous ML)"; the rest of this docstring describes E1 and E2, and applies to E7 with
+those substitutions.
 
 For one experiment (``E1``: the random neural joint mechanism, 3 agents x 6 actions; ``E2``:
 the congestion truth, 4 agents x 5 actions, fitted with the neural family as reproduce's
@@ -56,23 +62,33 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 ESTIMATOR = "neural function-space NUTS"
-COMMITTED = ["paper_E1_E3/paper.json", "paper_E1/paper.json", "paper.json", "paper_E3/paper.json"]
+COMMITTED = ["paper_E1_E3/paper.json", "paper_E1/paper.json", "paper.json", "paper_E3/paper.json", "paper_E7/paper.json"]
 """reproduce tables (under benchmarks/results) searched, in this order, for committed rows."""
-COMMITTED_ESTIMATORS = ("DIML (neural ML)", "neural SVI", "tabular MAP", "tabular NUTS")
+COMMITTED_ESTIMATORS = ("DIML (neural ML)", "neural SVI", "tabular MAP", "tabular NUTS", "DIML (anonymous ML)", "anonymous SVI")
+ML_KEY = {"E7": "DIML (anonymous ML)"}
+"""The committed ML row compared per experiment (default ``DIML (neural ML)``)."""
+SVI_KEY = {"E7": "anonymous SVI"}
 
 
 def function_model(model):
-    """reproduce's ``neural_model`` (default 128 x 128 tanh network, default prior) with the
-    prior in function space: what ``read_spec`` builds from ``family = "neural"``,
-    ``[mechanism.prior] space = "function"``."""
-    from bayes_diml.mechanisms import Neural
-
-    section = {"family": "neural", "prior": {"space": "function"}}
-    mechanism = Neural.from_spec(section, model.num_agents, model.num_actions)
+    """The fitted family (``network_model``) with its prior in function space: what
+    ``read_spec`` builds from ``family = "neural"`` (or ``"anonymous"``) with
+    ``[mechanism.prior] space = "function"``, default sizes."""
+    network = type(model.mechanism)
+    section = {"family": network.family, "prior": {"space": "function"}}
+    mechanism = network.from_spec(section, model.num_agents, model.num_actions)
     return dataclasses.replace(model, mechanism=mechanism, mechanism_prior={"space": "function"})
 
 
-def committed_rows(experiment: str, variant: str, seed: int) -> dict:
+def network_model(experiment: str, model):
+    """The network family reproduce's ML fits: the anonymous truth's own family on E7,
+    reproduce's ``neural_model`` (128 x 128 tanh) on E1 and E2."""
+    from experiments import reproduce as rp
+
+    return model if experiment == "E7" else rp.neural_model(model)
+
+
+def committed_rows(experiment: str, variant: str, seed: int, setting: str) -> dict:
     """``{estimator: {rel_error, coverage90, wall_seconds, source}}`` from committed reproduce tables."""
     out: dict = {}
     for name in COMMITTED:
@@ -82,6 +98,8 @@ def committed_rows(experiment: str, variant: str, seed: int) -> dict:
         for row in json.loads(path.read_text()).get("rows", []):
             key = row.get("estimator")
             if (row.get("experiment"), row.get("variant"), row.get("seed"), row.get("status")) != (experiment, variant, seed, "ok"):
+                continue
+            if row.get("setting", setting) != setting:
                 continue
             if key in COMMITTED_ESTIMATORS and key not in out:
                 out[key] = {k: row.get(k) for k in ("rel_error", "rel_error_in_support", "coverage90", "wall_seconds")}
@@ -125,27 +143,30 @@ def run_seed(experiment: str, variant: str, seed: int, args, log) -> dict:
     from experiments import reproduce as rp
 
     s = rp.Settings()
-    setting = rp.EXPERIMENTS[experiment][0]
+    setting = next(x for x in rp.EXPERIMENTS[experiment] if x.name == args.setting)
     model, truth, factor, data = rp._setting_data(setting, variant, seed, s)
     train, test = rp.split_episodes(data)
-    row = {"experiment": experiment, "setting": setting.name, "variant": variant, "seed": seed, "estimator": ESTIMATOR,
+    estimator = "anonymous function-space Laplace grid" if experiment == "E7" else ESTIMATOR
+    row = {"experiment": experiment, "setting": setting.name, "variant": variant, "seed": seed, "estimator": estimator,
            "scale_factor": factor, "train_episodes": train.num_episodes, "test_episodes": test.num_episodes,
            "rounds": data.num_rounds, "load": args.load, "loadavg_before": list(os.getloadavg())}
-    fmodel = function_model(model)
+    fmodel = function_model(network_model(experiment, model))
     row["mechanism"] = type(fmodel.mechanism).__name__
     start = time.perf_counter()
     try:
+        options = {"num_chains": args.chains, "num_warmup": args.warmup, "num_samples": args.samples}
         result = fit(fmodel, train, method="auto", seed=seed, progress=False, posterior_predictive_draws=1, ppc=False,
-                     num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples)
+                     **{k: v for k, v in options.items() if v is not None})
         row["wall_seconds"] = time.perf_counter() - start
         row["loadavg_after_fit"] = list(os.getloadavg())
         row["method"] = result.method
         row["method_reason"] = result.info.get("method_reason")
         diagnostics = result.diagnostics()
-        for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "mean_leapfrog_steps", "ebfmi"):
+        for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "mean_leapfrog_steps", "ebfmi", "grid",
+                    "edge_weight"):
             row[key] = diagnostics.get(key)
         row["warnings"] = diagnostics.get("warnings")
-        estimate = Estimate.from_fit(result, ESTIMATOR)
+        estimate = Estimate.from_fit(result, estimator)
         scored = rp.evaluate_estimate(estimate, model, truth, train, test, seed=seed, settings=s, counterfactual=False)
         row.update(scored)
         row.update(support_scores(estimate, model, truth, train, test, seed, s))
@@ -154,15 +175,15 @@ def run_seed(experiment: str, variant: str, seed: int, args, log) -> dict:
         row.update(status="failed", reason=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-3000:])
         log(traceback.format_exc())
     row["total_seconds"] = time.perf_counter() - start
-    log(f"{experiment} {variant} seed {seed} {ESTIMATOR}: {row['status']} coverage90={row.get('coverage90')} "
+    log(f"{setting.name} {variant} seed {seed} {estimator}: {row['status']} coverage90={row.get('coverage90')} "
         f"(in {row.get('coverage90_in_support')}, off {row.get('coverage90_off_support')}) rel_error={row.get('rel_error')} "
         f"rhat_diff={row.get('rhat_differences_all')} max_rhat={row.get('max_rhat')} div={row.get('divergences')} "
         f"fit {row.get('wall_seconds', float('nan')):.0f} s")
     if not args.no_ml:
         start = time.perf_counter()
         try:
-            ml = baselines.maximum_likelihood(rp.neural_model(model), train, seed, steps=s.ml_steps,
-                                              learning_rate=s.ml_learning_rate, name=rp.DIML)
+            ml = baselines.maximum_likelihood(network_model(experiment, model), train, seed, steps=s.ml_steps,
+                                              learning_rate=s.ml_learning_rate, name=ML_KEY.get(experiment, rp.DIML))
             seconds = time.perf_counter() - start
             scored = rp.evaluate_estimate(ml, model, truth, train, test, seed=seed, settings=s, counterfactual=False)
             row["neural_ml"] = {"rel_error": scored["rel_error"], "rel_error_in_support": scored["rel_error_in_support"],
@@ -172,7 +193,7 @@ def run_seed(experiment: str, variant: str, seed: int, args, log) -> dict:
             row["neural_ml"] = {"status": "failed", "reason": f"{type(err).__name__}: {err}"}
             log(traceback.format_exc())
         log(f"  neural ML: {row['neural_ml']}")
-    row["committed_reproduce"] = committed_rows(experiment, variant, seed)
+    row["committed_reproduce"] = committed_rows(experiment, variant, seed, setting.name)
     row["loadavg_after"] = list(os.getloadavg())
     rp.release_compiled()
     return row
@@ -206,17 +227,25 @@ def _f(value, digits: int = 3) -> str:
 
 
 def markdown(report: dict) -> str:
-    n = report["nuts"]
+    n, experiment = report["nuts"], report["experiment"]
+    ml_key, svi_key = ML_KEY.get(experiment, "DIML (neural ML)"), SVI_KEY.get(experiment, "neural SVI")
+    if experiment == "E7":
+        how = ("Anonymous family, `[mechanism.prior] space = \"function\"` (512 random features), `fit(method=\"auto\")` -> "
+               "the Laplace grid over the payoff scale; reproduce's data of the setting (80/20 split of its episodes)")
+        ml_name = "anonymous ML"
+    else:
+        how = (f"Neural family, `[mechanism.prior] space = \"function\"`, `fit(method=\"auto\")` -> NUTS, {n['num_chains']} "
+               f"chains x ({n['num_warmup']} warmup + {n['num_samples']} samples); reproduce's data (48 train / 12 test "
+               "episodes x 60 rounds)")
+        ml_name = "neural ML"
     lines = [
-        f"# {ESTIMATOR}: {report['experiment']} {report['variant']}",
+        f"# {report.get('estimator', ESTIMATOR)}: {report.get('setting', experiment)} {report['variant']}",
         "",
-        f"Neural family, `[mechanism.prior] space = \"function\"`, `fit(method=\"auto\")` -> NUTS, {n['num_chains']} chains x "
-        f"({n['num_warmup']} warmup + {n['num_samples']} samples); reproduce's data (48 train / 12 test episodes x 60 rounds) "
-        f"and queries. Machine: {report['machine']['cpu_model']} ({report['machine']['cpu_count']} CPUs); load: {report['load']}. "
-        f"Command: `{report['command']}`.",
+        f"{how} and queries. Machine: {report['machine']['cpu_model']} ({report['machine']['cpu_count']} CPUs); "
+        f"load: {report['load']}. Command: `{report['command']}`.",
         "",
-        "| seed | coverage90 | in support (n) | off support (n) | width in / off | rel. error | neural ML rel. error "
-        "| neural ML (committed) | neural SVI cov. (committed) | R-hat Δ | max R-hat sites | div. | fit s |",
+        f"| seed | coverage90 | in support (n) | off support (n) | width in / off | rel. error | {ml_name} rel. error "
+        f"| {ml_name} (committed) | {svi_key} cov. (committed) | R-hat Δ | max R-hat sites | div. | fit s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(report["rows"], key=lambda r: r["seed"]):
@@ -230,8 +259,8 @@ def markdown(report: dict) -> str:
             f"| {r['seed']} | {_f(r['coverage90'])} | {_f(r['coverage90_in_support'])} ({r['queries_in_support']}) "
             f"| {_f(r['coverage90_off_support'])} ({r['queries_off_support']}) "
             f"| {_f(r['width90_in_support'])} / {_f(r['width90_off_support'])} | {_f(r['rel_error'])} "
-            f"| {_f(ml.get('rel_error'))} | {_f(com.get('DIML (neural ML)', {}).get('rel_error'))} "
-            f"| {_f(com.get('neural SVI', {}).get('coverage90'))} | {_f(r.get('rhat_differences_all'), 4)} "
+            f"| {_f(ml.get('rel_error'))} | {_f(com.get(ml_key, {}).get('rel_error'))} "
+            f"| {_f(com.get(svi_key, {}).get('coverage90'))} | {_f(r.get('rhat_differences_all'), 4)} "
             f"| {_f(r.get('max_rhat'), 4)} | {r.get('divergences')} | {_f(r.get('wall_seconds'), 0)} |"
         )
     p = report["pooled"]
@@ -239,7 +268,7 @@ def markdown(report: dict) -> str:
         "",
         f"Pooled over seeds {p['seeds']}: coverage90 **{_f(p['coverage90'])}** ({p['queries']} queries), in support "
         f"{_f(p['coverage90_in_support'])} ({p['queries_in_support']}), off support {_f(p['coverage90_off_support'])} "
-        f"({p['queries_off_support']}); mean relative error {_f(p['mean_rel_error'])} (neural ML {_f(p['mean_neural_ml_rel_error'])}); "
+        f"({p['queries_off_support']}); mean relative error {_f(p['mean_rel_error'])} ({ml_name} {_f(p['mean_neural_ml_rel_error'])}); "
         f"largest R-hat of Δ {_f(p['max_rhat_differences_all'], 4)}; divergences {p['total_divergences']}; "
         f"mean fit {_f(p['mean_wall_seconds'], 0)} s." + (f" Failed seeds: {p['failed_seeds']}." if p["failed_seeds"] else ""),
         "",
@@ -249,16 +278,19 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--experiment", choices=["E1", "E2"], required=True)
+    parser.add_argument("--experiment", choices=["E1", "E2", "E7"], required=True)
+    parser.add_argument("--setting", help="the experiment's setting (E7: E7_n40_A10 ... E7_n300_A40; default: the first)")
     parser.add_argument("--variant", choices=["paper", "scaled"], required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="truth draws (0 = the models/ truth)")
-    parser.add_argument("--chains", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--chains", type=int, help="NUTS chains (default 2; not for E7)")
+    parser.add_argument("--warmup", type=int, help="NUTS warmup (default 300; not for E7)")
+    parser.add_argument("--samples", type=int, help="draws per chain (default 300; E7: the Laplace grid's 1000 draws)")
     parser.add_argument("--no-ml", action="store_true", help="skip the neural ML comparison fit")
     parser.add_argument("--load", default="unrecorded", help="what else ran on the machine (recorded)")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results" / "coverage_neural")
     args = parser.parse_args(argv)
+    if args.experiment != "E7":
+        args.chains, args.warmup, args.samples = args.chains or 2, args.warmup or 300, args.samples or 300
 
     from calibration import machine
 
@@ -266,23 +298,30 @@ def main(argv=None) -> int:
 
     rp._enable_compilation_cache(rp.default_cache_dir())  # as reproduce does
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.experiment}_{args.variant}"
+    args.setting = args.setting or rp.EXPERIMENTS[args.experiment][0].name
+    if args.setting not in {x.name for x in rp.EXPERIMENTS[args.experiment]}:
+        parser.error(f"--setting {args.setting!r}: {args.experiment} has {[x.name for x in rp.EXPERIMENTS[args.experiment]]}")
+    stem = f"{args.setting}_{args.variant}"
     out_json, out_md = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
     nuts = {"num_chains": args.chains, "num_warmup": args.warmup, "num_samples": args.samples}
+    report_inference = {"method": "auto (laplace_grid)", "num_samples": args.samples or 1000} if args.experiment == "E7" else None
     command = " ".join(["python", "benchmarks/coverage_neural.py", *(argv if argv is not None else sys.argv[1:])])
     rows: list[dict] = []
     commands = [command]
     if out_json.exists():  # keep seeds measured by an earlier run with the same NUTS settings
         old = json.loads(out_json.read_text())
-        if old.get("nuts") == nuts:
+        if old.get("nuts") == nuts and old.get("inference") == report_inference:
             rows = [r for r in old.get("rows", []) if r["seed"] not in args.seeds]
             commands = [c for c in old.get("commands", []) if rows] + [command]
         else:
             print(f"{out_json}: earlier run had NUTS settings {old.get('nuts')}, replaced", flush=True)
     report = {
         "benchmark": "90% coverage of the neural family's function-space NUTS posterior on reproduce's data (issue 17)",
-        "experiment": args.experiment, "variant": args.variant, "estimator": ESTIMATOR,
-        "model": 'family = "neural" (hidden 128 x 128, default embedding), [mechanism.prior] space = "function"',
+        "experiment": args.experiment, "setting": args.setting, "variant": args.variant,
+        "estimator": "anonymous function-space Laplace grid" if args.experiment == "E7" else ESTIMATOR,
+        "inference": report_inference,
+        "model": ('family = "anonymous" (512 random features), [mechanism.prior] space = "function"' if args.experiment == "E7"
+                  else 'family = "neural" (hidden 128 x 128, default embedding), [mechanism.prior] space = "function"'),
         "nuts": nuts, "queries": "reproduce's rel_error/coverage90 queries: 4000 distinct-pair, test episodes, seed + 1; 400 draws",
         "machine": machine(), "command": command, "commands": commands, "load": args.load,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -297,7 +336,7 @@ def main(argv=None) -> int:
         out_md.write_text(markdown(report))
 
     for seed in args.seeds:
-        print(f"[{time.strftime('%H:%M:%S')}] {args.experiment} {args.variant} seed {seed}", flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {args.setting} {args.variant} seed {seed}", flush=True)
         rows.append(run_seed(args.experiment, args.variant, seed, args, lambda m: print(m, flush=True)))
         write()
     print(markdown(report), flush=True)

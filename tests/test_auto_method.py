@@ -25,7 +25,7 @@ from bayes_diml.cli import build_parser
 from bayes_diml.errors import DataError, UncalibratedWarning
 from bayes_diml.inference import auto
 from bayes_diml.learners import logit_q
-from bayes_diml.mechanisms import Anonymous, Congestion, Linear, Neural, PublicGoods, Tabular
+from bayes_diml.mechanisms import Anonymous, AnonymousFunction, Congestion, Linear, Neural, PublicGoods, Tabular
 from bayes_diml.mechanisms.neural_function import NeuralFunction
 from bayes_diml.model import Model
 from bayes_diml.resources import MEMORY_LIMIT_ENV, fit_memory
@@ -94,6 +94,7 @@ RULE_CASES = {  # name -> (model, expected method, expected options)
         lambda: model_of(NeuralFunction(num_agents=2, num_actions=3, hidden=(4,), embed_dim=3)), "nuts", {},
     ),
     "tabular above the NUTS limit": (lambda: model_of(Tabular(4, 6)), "svi", {"guide": "lowrank"}),
+    "anonymous, function space": (lambda: model_of(AnonymousFunction(num_agents=30, num_actions=4)), "laplace_grid", {}),
 }
 
 
@@ -104,7 +105,7 @@ def test_auto_picks_the_documented_method_per_family(case, monkeypatch):
     choice = auto.choose_method(build(), sizes())
     assert choice.method == method, choice
     assert options.items() <= choice.options.items(), choice
-    assert choice.reason and "\n" not in choice.reason and choice.reason.startswith(("NUTS", "low-rank SVI"))
+    assert choice.reason and "\n" not in choice.reason and choice.reason.startswith(("NUTS", "low-rank SVI", "the Laplace grid"))
     if method == "svi":
         assert choice.options["rank"] >= 1 and "batch_episodes" not in choice.options  # small data: no minibatches
 

@@ -186,7 +186,7 @@ def test_without_the_gauge_every_entry_is_sampled():
 @pytest.mark.parametrize("family, space, needle", [
     ("neural", "kernel", "'space' must be \"weights\" or \"function\", got 'kernel'"),
     ("neural", 3, "'space' must be \"weights\" or \"function\", got 3"),
-    ("anonymous", "function", "unknown key 'space'"),
+    ("anonymous", "kernel", "'space' must be \"weights\" or \"function\", got 'kernel'"),
 ])
 def test_other_spaces_are_refused_in_one_line(family, space, needle):
     table = spec_table()

@@ -132,6 +132,9 @@ def choose_method(model, data) -> MethodChoice:
     mechanism = model.mechanism
     dim = latent_dim(model, data.num_episodes, observed_payoffs(data) is not None)
     size = f"{dim:,} latent coordinates"
+    if mechanism.auto_inference == "laplace_grid":
+        return MethodChoice("laplace_grid", {}, f"the Laplace grid: the {mechanism.family} family's function-space prior "
+                            f"({size}) is Gaussian given its payoff scale, and was measured calibrated on E7 (docs/results.md)")
     if mechanism.svi_warning is not None:
         return _lowrank_svi(model, data, dim, f"low-rank SVI for the {mechanism.family} family with a prior over network "
                             f"weights ({size}): NUTS was not measured there, and these intervals are not calibrated (see the warning)")

@@ -17,6 +17,11 @@ COLLAPSE_CORRELATION = 0.95
 """|posterior correlation| between two learner parameters above this is reported: the
 data inform (nearly) only a combination of the two."""
 
+EDGE_WEIGHT_MAX = 0.01
+"""``method="laplace_grid"``: posterior weight of an outermost grid point above which the
+grid is said to cut the payoff scale's posterior short (``laplace_grid.GRID_DROP`` makes
+it about 0.001 when the grid walked far enough)."""
+
 
 def collapsed_learner_parameters(fit, threshold: float = COLLAPSE_CORRELATION) -> list[tuple[str, str, float]]:
     """Pairs of unknown scalar learner parameters whose posterior correlation exceeds
@@ -94,6 +99,13 @@ def diagnose(fit) -> dict:
             f"{fit.method.upper()} gives an approximation without MCMC convergence diagnostics; "
             "check key results with NUTS (bayes-diml fit --method nuts; method='nuts' in Python) where the model is small enough."
         )
+        if fit.method == "laplace_grid":
+            out.update({k: fit.info[k] for k in ("grid", "edge_weight") if k in fit.info})
+            if fit.info.get("edge_weight", 0.0) > EDGE_WEIGHT_MAX:
+                out["warnings"].append(
+                    f"The Laplace grid's outermost payoff scale carries {fit.info['edge_weight']:.1%} of the posterior "
+                    "weight: the scale's posterior reaches past the grid, so the intervals may be too narrow."
+                )
         if fit.method == "map" and fit.info.get("optimum_spread", 0.0) > 1.0:
             out["warnings"].append(
                 f"The MAP restarts ended {fit.info['optimum_spread']:.2f} log-density units apart: "

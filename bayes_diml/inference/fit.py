@@ -1,4 +1,4 @@
-"""``bayes_diml.fit``: one entry point for NUTS, SVI and MAP (or ``"auto"``, which picks one
+"""``bayes_diml.fit``: one entry point for NUTS, SVI, MAP and the Laplace grid (or ``"auto"``, which picks one
 per family and size: ``inference.auto``), returning a ``Fit``.
 
 Options per method (``fit(..., **options)``):
@@ -12,6 +12,8 @@ Options per method (``fit(..., **options)``):
   ``num_samples``, ``rank``, ``num_particles``, ``batch_episodes`` (minibatches of
   episodes on large data sets).
 * ``"map"``: ``steps``, ``learning_rate``, ``restarts``, ``laplace``, ``num_samples``.
+* ``"laplace_grid"``: ``num_samples``, ``warm_start_steps`` (integrated nested Laplace over
+  the payoff scale of a function-space prior: ``laplace_grid.run_laplace_grid``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..likelihood import as_arrays
 from ..model import Model
 from ..sharding import shard_episodes, shard_padded, to_host, use_sharding
 from .auto import calibration_warning, choose_method
+from .laplace_grid import run_laplace_grid
 from .map import run_map
 from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_likelihoods, model_function, observed_payoffs
 from .nuts import run_nuts
@@ -39,7 +42,7 @@ from .svi import run_svi
 
 __all__ = ["fit", "check_fit_inputs", "METHODS", "AUTO"]
 
-METHODS = {"nuts": run_nuts, "svi": run_svi, "map": run_map}
+METHODS = {"nuts": run_nuts, "svi": run_svi, "map": run_map, "laplace_grid": run_laplace_grid}
 
 AUTO = "auto"
 """``fit(method="auto")`` (the default): the method ``inference.auto.choose_method`` picks
@@ -317,6 +320,7 @@ def _check_memory(model: Model, data, method: str, options: dict) -> None:
         "nuts": "use fewer chains or draws (--chains, --samples), fewer episodes, or a family with fewer parameters",
         "svi": "use minibatches of episodes (batch_episodes), fewer draws (--samples), or a family with fewer parameters",
         "map": "use fewer restarts, fewer episodes, or a family with fewer parameters",
+        "laplace_grid": "use fewer features ([mechanism] features), fewer draws (--samples), or fewer episodes",
     }[method]
     check_memory(nbytes, f"this {method.upper()} fit", detail, advice)
 

@@ -1,6 +1,7 @@
 """Mechanism families (docs/design.md §4) and their registry."""
 
 from .anonymous import Anonymous
+from .anonymous_function import AnonymousFunction
 from .base import Mechanism
 from .congestion import Congestion
 from .linear import Linear
@@ -17,7 +18,8 @@ FAMILIES: dict[str, type[Mechanism]] = {
 with its class (everything it needs lives there, see ``Mechanism``) and one entry here.
 Joint families first, then the count-based ones; messages list families in this order.
 ``NeuralFunction`` is the ``neural`` family read with ``[mechanism.prior] space =
-"function"`` (``Neural.from_spec`` returns it), so it has no entry of its own."""
+"function"`` (``Neural.from_spec`` returns it), so it has no entry of its own; so is
+``AnonymousFunction`` for the ``anonymous`` family."""
 
 __all__ = [
     "FAMILIES",
@@ -29,6 +31,7 @@ __all__ = [
     "Neural",
     "NeuralFunction",
     "Anonymous",
+    "AnonymousFunction",
     "Linear",
     "joint_index",
 ]

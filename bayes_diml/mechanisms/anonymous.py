@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from .base import map_in_blocks, present_counts
 from .layers import mlp
 from .network import NetworkMechanism
+from .neural import PRIOR_SPACES
 
 __all__ = ["Anonymous"]
 
@@ -30,7 +31,9 @@ class Anonymous(NetworkMechanism):
     Gauge: ``f`` can add any function of the opponents' shares to all own actions
     (the last layer's bias, for one), which full-information learners cannot see;
     only differences ``f(k, x) - f(k', x)`` are identified. Absent agents are not
-    counted. Parameters, prior, spec keys and scaling: ``NetworkMechanism``.
+    counted. Parameters, prior, spec keys and scaling: ``NetworkMechanism``. With
+    ``[mechanism.prior] space = "function"`` a spec is read into ``AnonymousFunction``
+    instead: ``f`` under a Gaussian process prior in a basis of random features.
     """
 
     hidden: tuple[int, ...] = (256, 256)
@@ -47,6 +50,14 @@ class Anonymous(NetworkMechanism):
     )
     counts_context = True
     embed_bounds = (12, 32)
+    prior_options = NetworkMechanism.prior_options | {"space"}
+    prior_choices = {"space": PRIOR_SPACES}
+
+    @classmethod
+    def function_space_class(cls):
+        from .anonymous_function import AnonymousFunction
+
+        return AnonymousFunction
 
     def embed_shape(self):
         return (self.num_actions, self.embedding_size)

@@ -104,6 +104,11 @@ class Mechanism:
     a truth): what ``fit`` warns when SVI runs on them, and why ``method="auto"`` runs
     low-rank SVI on them (no NUTS budget measured) with that warning."""
 
+    auto_inference: ClassVar[str] = "nuts"
+    """What ``fit(method="auto")`` runs on this family within NUTS's size limit: ``"nuts"``,
+    or ``"laplace_grid"`` for a prior that is Gaussian given one payoff scale and too
+    large for NUTS on a CPU (``AnonymousFunction``)."""
+
     # ------------------------------------------------------------------- spec
     @classmethod
     def from_spec(cls, section: dict, num_agents: int, num_actions: int, where: str = "[mechanism]",

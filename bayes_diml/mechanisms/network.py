@@ -16,6 +16,11 @@ from .options import positive_int_list
 __all__ = ["NetworkMechanism"]
 
 
+def _prior_where(where: str) -> str:
+    """``"spec.toml [mechanism]"`` -> ``"spec.toml [mechanism.prior]"``."""
+    return where[:-1] + ".prior]" if where.endswith("[mechanism]") else where
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class NetworkMechanism(Mechanism):
     """Base of the families whose payoff is a network over action embeddings.
@@ -45,6 +50,37 @@ class NetworkMechanism(Mechanism):
     def embedding_size(self) -> int:
         low, high = self.embed_bounds
         return self.embed_dim or min(high, max(low, self.num_actions))
+
+    @classmethod
+    def function_space_class(cls) -> type[Mechanism] | None:
+        """The mechanism a spec with ``[mechanism.prior] space = "function"`` is read into
+        (``NeuralFunction``, ``AnonymousFunction``); ``None``: the family has no such space."""
+        return None
+
+    @classmethod
+    def from_spec(cls, section, num_agents, num_actions, where="[mechanism]", base_dir="."):
+        """This family, or its ``function_space_class`` when ``[mechanism.prior] space =
+        "function"``."""
+        from .neural import prior_space
+
+        function_class = cls.function_space_class()
+        if function_class is not None and prior_space(section.get("prior", {}), _prior_where(where)) == "function":
+            return function_class.from_spec(section, num_agents, num_actions, where, base_dir)
+        return super().from_spec(section, num_agents, num_actions, where, base_dir)
+
+    def check_prior_options(self, options, where="[mechanism.prior]"):
+        """The prior keys, and ``space = "weights"`` (or none): a model with ``space =
+        "function"`` holds the ``function_space_class``, which ``read_spec`` builds."""
+        from ..errors import SpecError
+        from .neural import prior_space
+
+        function_class = self.function_space_class()
+        if function_class is not None and prior_space(options, where) == "function":
+            raise SpecError(
+                f"{where}: space = \"function\" is the {function_class.__name__} mechanism, but this model holds the "
+                f"weight-space {type(self).__name__}; build {function_class.__name__}(...) (read_spec does) or drop 'space'"
+            )
+        super().check_prior_options(options, where)
 
     def embed_shape(self) -> tuple[int, ...]:
         """Shape of the ``embed`` parameter."""

@@ -67,25 +67,10 @@ class Neural(NetworkMechanism):
     prior_choices = {"space": PRIOR_SPACES}
 
     @classmethod
-    def from_spec(cls, section, num_agents, num_actions, where="[mechanism]", base_dir="."):
-        """``Neural``, or ``NeuralFunction`` when ``[mechanism.prior] space = "function"``."""
-        from .neural_function import NeuralFunction, _prior_where
+    def function_space_class(cls):
+        from .neural_function import NeuralFunction
 
-        if prior_space(section.get("prior", {}), _prior_where(where)) == "function":
-            return NeuralFunction.from_spec(section, num_agents, num_actions, where, base_dir)
-        return super().from_spec(section, num_agents, num_actions, where, base_dir)
-
-    def check_prior_options(self, options, where="[mechanism.prior]"):
-        """``weight_scale``, ``output_scale`` and ``space`` (``"weights"`` here: a model with
-        ``space = "function"`` holds a ``NeuralFunction``, which ``read_spec`` builds)."""
-        from ..errors import SpecError
-
-        if prior_space(options, where) == "function":
-            raise SpecError(
-                f"{where}: space = \"function\" is the NeuralFunction mechanism, but this model holds the "
-                "weight-space Neural; build NeuralFunction(...) (read_spec does) or drop 'space'"
-            )
-        super().check_prior_options(options, where)
+        return NeuralFunction
 
     def embed_shape(self):
         return (self.num_agents, self.num_actions, self.embedding_size)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .layers import sample_network
+from .network import _prior_where
 from .neural import PRIOR_SPACES, TABLE_MAX_JOINT, Neural, prior_space
 from .options import SPEC_COMMON_KEYS, check_keys, positive_number
 from .tabular import Tabular
@@ -234,11 +235,6 @@ class NeuralFunction(Tabular):
         network.check_params(params, where)
         table = network.prepare({k: jnp.asarray(v, jnp.float32) for k, v in params.items()})["payoffs"]
         return {"payoffs": np.asarray(table, np.float64)}
-
-
-def _prior_where(where: str) -> str:
-    """``"spec.toml [mechanism]"`` -> ``"spec.toml [mechanism.prior]"``."""
-    return where[:-1] + ".prior]" if where.endswith("[mechanism]") else where
 
 
 def check_function_space(num_agents: int, num_actions: int, where: str, error) -> None:

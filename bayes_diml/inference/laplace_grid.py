@@ -1,0 +1,226 @@
+"""Integrated nested Laplace over the payoff scale, behind ``bayes_diml.fit(method="laplace_grid")``.
+
+For the function-space priors (``[mechanism.prior] space = "function"``) the payoffs are
+``s * L z``: linear in the coordinates ``z ~ N(0, I)`` for a given payoff scale ``s``, so
+the conditional posterior ``p(z | s, data)`` is close to Gaussian (the log-likelihood of
+a softmax policy is concave in the payoffs, and the learner recursion is linear in them),
+while the one hyperparameter ``h = log s`` is not. Following Rue, Martino & Chopin (2009,
+"Approximate Bayesian inference for latent Gaussian models by using integrated nested
+Laplace approximations", JRSS B 71, 319-392), on a grid of ``h``:
+
+    x*(h) = argmin_x U(h, x)                       (Newton steps; U = -log joint, h fixed)
+    log p(h | data) ~ -U(h, x*) + (d/2) log 2 pi - (1/2) log det H(h)  + const,
+    p(x | h, data) ~ N(x*(h), H(h)^-1),            H(h) = d^2 U / dx^2 at x*(h)
+
+and the posterior is the mixture of those Gaussians weighted by ``p(h | data)`` (a
+uniform grid in ``h``, so the weights are the normalised evidences). ``U`` is NumPyro's
+potential in the unconstrained space, so it includes the prior of ``h`` and its
+Jacobian. The grid starts at the joint MAP's ``h`` and walks out in steps of
+``GRID_STEP`` until the evidence has dropped by ``GRID_DROP`` on both sides.
+
+Any other latent coordinates (learner parameters with a prior) are part of ``x``:
+Newton's method then finds their conditional mode too, and the Gaussian covers them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import FitError
+from .adam import _adam_blocks
+from .potential import SamplerResult, _constrain, _potential, _prior_starts
+from .preconditioning import hessian, inverse_hessian
+
+__all__ = ["run_laplace_grid", "SCALE_SITE", "GRID_STEP", "GRID_DROP", "GRID_MAX_POINTS"]
+
+SCALE_SITE = "payoff_scale"
+"""The sample site of the payoff scale ``s`` (the function-space priors')."""
+
+GRID_STEP = 0.2
+"""Spacing of the grid in ``log s``: a fifth of the prior's sd (``LogNormal(., 1)``)."""
+
+GRID_DROP = 7.0
+"""The grid stops on each side once ``log p(h | data)`` is this far below its largest
+value (relative weight ``e**-7 = 0.1%``)."""
+
+GRID_MAX_POINTS = 41
+"""At most this many grid points in all; mass left at an edge is reported
+(``info["edge_weight"]``) and warned about."""
+
+NEWTON_STEPS = 40
+"""Line-searched steps with one Hessian as the preconditioner, at most."""
+
+NEWTON_HESSIANS = 3
+"""Hessians per grid point at most (the one at the mode included)."""
+
+NEWTON_TOL = 1e-5
+"""Newton stops when the largest step in ``x`` is below this (unconstrained units)."""
+
+
+def _scale_index(unravel_like, flat_size: int, dtype) -> int:
+    """Position of ``SCALE_SITE`` in the flat unconstrained vector, or a ``FitError``."""
+    template = unravel_like(jnp.zeros(flat_size, dtype))
+    if SCALE_SITE not in template or np.size(template[SCALE_SITE]) != 1:
+        raise FitError(
+            f"method='laplace_grid' needs a model with a scalar {SCALE_SITE!r} prior (the function-space priors: "
+            "[mechanism.prior] space = \"function\"); this model's latent sites are "
+            f"{sorted(template)}: use method='nuts' or 'svi'"
+        )
+    marker = {k: jnp.zeros_like(v) for k, v in template.items()}
+    marker[SCALE_SITE] = jnp.ones_like(template[SCALE_SITE])
+    return int(np.argmax(np.asarray(jax.flatten_util.ravel_pytree(marker)[0])))
+
+
+def run_laplace_grid(
+    fn,
+    actions,
+    mask,
+    key,
+    *,
+    num_samples: int = 1000,
+    warm_start_steps: int = 500,
+    progress: bool = True,
+    payoff=None,
+) -> SamplerResult:
+    """Posterior draws from the integrated nested Laplace approximation (module docstring).
+
+    ``warm_start_steps`` Adam steps of the joint MAP (``_adam_blocks``) give the grid's
+    centre and the first Newton start; ``num_samples`` draws are split over the grid
+    points in proportion to their weights. Stops with ``FitError`` when a conditional
+    Hessian is not positive definite (the conditional posterior is not unimodal there).
+    """
+    from tqdm.auto import tqdm
+
+    args = (actions, mask, payoff)
+    k_start, k_adam, k_mix, k_draw = jax.random.split(key, 4)
+    start = time.perf_counter()
+    z0 = _prior_starts(fn, k_start[None], *args)
+    if warm_start_steps > 0:
+        z0, _ = _adam_blocks(fn, z0, k_adam, args, 0.01, warm_start_steps, 100, "laplace_grid warm start", progress,
+                             "joint MAP (Adam)")
+    flat0, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda v: v[0], z0))
+    i = _scale_index(unravel, flat0.size, flat0.dtype)
+    joined = lambda h, x: unravel(jnp.concatenate([x[:i], jnp.reshape(h, (1,)).astype(x.dtype), x[i:]]))  # noqa: E731
+    energy = lambda x, h: _potential(fn, joined(h, x), jax.random.key(0), *args)  # noqa: E731
+    value_grad = jax.jit(jax.value_and_grad(energy))
+    curvature = jax.jit(lambda x, h: hessian(lambda y: energy(y, h), x))
+    x_map = jnp.concatenate([flat0[:i], flat0[i + 1:]])
+    h_map = float(flat0[i])
+
+    points: dict[int, dict] = {}
+
+    def solve(step: int, start_point):
+        h = h_map + step * GRID_STEP
+        previous = None if start_point is None else (start_point["eigenvalues"], start_point["vectors"])
+        x, info = _newton(value_grad, curvature, x_map if start_point is None else start_point["x"], h, previous)
+        points[step] = {"h": h, "x": x, **info}
+        return points[step]
+
+    with tqdm(desc="laplace_grid (log payoff scale)", unit="point", disable=not progress) as bar:
+        centre = solve(0, None)
+        bar.update()
+        for direction in (1, -1):
+            point, step = centre, 0
+            while len(points) < GRID_MAX_POINTS:
+                step += direction
+                point = solve(step, point)
+                bar.update()
+                top = max(p["log_evidence"] for p in points.values())
+                if point["log_evidence"] < top - GRID_DROP:
+                    break
+    steps = sorted(points)
+    log_evidence = np.array([points[s]["log_evidence"] for s in steps])
+    weights = np.exp(log_evidence - log_evidence.max())
+    weights /= weights.sum()
+    counts = np.asarray(jax.random.multinomial(k_mix, num_samples, jnp.asarray(weights)), int) if len(steps) > 1 \
+        else np.array([num_samples])
+    flats = []
+    for s, count, k in zip(steps, counts, jax.random.split(k_draw, len(steps))):
+        if count == 0:
+            continue
+        p = points[s]
+        normal = np.asarray(jax.random.normal(k, (int(count), p["x"].size)), np.float64)
+        x = np.asarray(p["x"], np.float64)[None] + normal @ (p["vectors"] / np.sqrt(p["eigenvalues"])).T
+        h = np.full((int(count), 1), p["h"])
+        flats.append(np.concatenate([x[:, :i], h, x[:, i:]], axis=1))
+    flats = np.concatenate(flats)[np.asarray(jax.random.permutation(k_draw, num_samples))]
+    zs = jax.vmap(unravel)(jnp.asarray(flats, flat0.dtype))
+    posterior = {k: np.asarray(v)[None] for k, v in _constrain(fn, zs, *args).items()}
+    grid = [
+        {SCALE_SITE: float(np.exp(points[s]["h"])), "log_evidence": float(points[s]["log_evidence"]),
+         "weight": float(w), "newton_steps": points[s]["newton_steps"], "max_gradient": points[s]["max_gradient"]}
+        for s, w in zip(steps, weights)
+    ]
+    info = {
+        "num_samples": num_samples,
+        "warm_start_steps": warm_start_steps,
+        "seconds": time.perf_counter() - start,
+        "grid": grid,
+        "grid_step": GRID_STEP,
+        "edge_weight": float(max(weights[0], weights[-1])) if len(steps) > 1 else 1.0,
+        "latent_dim": int(flat0.size),
+    }
+    return SamplerResult(posterior, None, info)
+
+
+def _newton(value_grad, curvature, x, h, previous):
+    """Newton's method on ``U(., h)`` from ``x``: the conditional mode, its log evidence and
+    the eigendecomposition of its Hessian there.
+
+    Steps use the Hessian of the previous grid point (``previous``: eigenvalues and
+    vectors, or ``None``) as a fixed preconditioner, with a backtracking line search, so
+    that most steps cost one gradient; the Hessian is then computed at the mode (the
+    evidence needs it) and, where the mode has not settled, used for
+    more steps (``NEWTON_HESSIANS`` Hessians at most)."""
+    h = jnp.asarray(h, x.dtype)
+    value, grad = value_grad(x, h)
+    eigen = previous if previous is not None else _eigen(curvature(x, h), h)
+    total = 0
+    for _ in range(NEWTON_HESSIANS):
+        for _ in range(NEWTON_STEPS):
+            x, value, grad, size = _damped_step(value_grad, x, h, value, grad, eigen)
+            total += 1
+            if size < NEWTON_TOL:
+                break
+        eigen = _eigen(curvature(x, h), h)
+        if size < NEWTON_TOL:
+            break
+    eigenvalues, vectors = eigen
+    if eigenvalues.min() <= 0:
+        raise FitError(
+            f"laplace_grid: at log {SCALE_SITE} = {float(h):.3g} the conditional posterior's Hessian is not positive "
+            f"definite (smallest eigenvalue {eigenvalues.min():.3g}): it is not unimodal there, so it has no Laplace "
+            "approximation; the fit stopped (use method='nuts')"
+        )
+    log_evidence = -float(value) + 0.5 * x.size * np.log(2 * np.pi) - 0.5 * float(np.sum(np.log(eigenvalues)))
+    return x, {"log_evidence": log_evidence, "eigenvalues": eigenvalues, "vectors": vectors, "newton_steps": total,
+               "max_gradient": float(jnp.abs(grad).max())}
+
+
+def _eigen(matrix, h):
+    """Eigenvalues and vectors of a Hessian (``inverse_hessian``), or a ``FitError`` if not finite."""
+    _, eigenvalues, vectors = inverse_hessian(np.asarray(matrix, np.float64))
+    if eigenvalues is None:
+        raise FitError(f"laplace_grid: the Hessian is not finite at log {SCALE_SITE} = {float(h):.3g}; the fit stopped")
+    return eigenvalues, vectors
+
+
+def _damped_step(value_grad, x, h, value, grad, eigen):
+    """One step ``-H^-1 grad`` (eigenvalues floored: a start where ``U`` is not convex),
+    halved until ``U`` does not increase; returns the new point, value, gradient and the
+    largest coordinate change."""
+    eigenvalues, vectors = eigen
+    floor = 1e-6 * max(1.0, float(np.abs(eigenvalues).max()))
+    step = -(vectors / np.maximum(eigenvalues, floor)) @ (vectors.T @ np.asarray(grad, np.float64))
+    scale = 1.0
+    for _ in range(30):
+        trial = x + jnp.asarray(scale * step, x.dtype)
+        trial_value, trial_grad = value_grad(trial, h)
+        if np.isfinite(float(trial_value)) and float(trial_value) <= float(value):
+            return trial, trial_value, trial_grad, scale * float(np.abs(step).max())
+        scale /= 2
+    return x, value, grad, 0.0
