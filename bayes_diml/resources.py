@@ -236,11 +236,10 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
             DRAW_COPIES * int(options.get("num_samples", 1000)) * D * f
         )
     elif method == "laplace_grid":
-        from .inference.laplace_grid import GRID_MAX_POINTS
+        from .inference.laplace_grid import GRID_MAX_POINTS, hessian_columns
 
-        parts[f"the likelihood of {count_text(cells)} cells x {_hessian_chunk(D)} Hessian columns"] = (
-            _hessian_chunk(D) * lik + table
-        )
+        columns = min(D, hessian_columns(batch * num_rounds * n))
+        parts[f"the likelihood of {count_text(cells)} cells x {columns} Hessian columns"] = columns * lik + table
         parts[f"up to {GRID_MAX_POINTS} grid points' {count_text(D)} x {count_text(D)} Hessians"] = (
             GRID_MAX_POINTS * 2 * D * D * 8
         )

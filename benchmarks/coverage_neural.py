@@ -70,12 +70,12 @@ ML_KEY = {"E7": "DIML (anonymous ML)"}
 SVI_KEY = {"E7": "anonymous SVI"}
 
 
-def function_model(model):
+def function_model(model, features=None):
     """The fitted family (``network_model``) with its prior in function space: what
     ``read_spec`` builds from ``family = "neural"`` (or ``"anonymous"``) with
     ``[mechanism.prior] space = "function"``, default sizes."""
     network = type(model.mechanism)
-    section = {"family": network.family, "prior": {"space": "function"}}
+    section = {"family": network.family, "prior": {"space": "function"}, **({"features": features} if features else {})}
     mechanism = network.from_spec(section, model.num_agents, model.num_actions)
     return dataclasses.replace(model, mechanism=mechanism, mechanism_prior={"space": "function"})
 
@@ -150,7 +150,7 @@ def run_seed(experiment: str, variant: str, seed: int, args, log) -> dict:
     row = {"experiment": experiment, "setting": setting.name, "variant": variant, "seed": seed, "estimator": estimator,
            "scale_factor": factor, "train_episodes": train.num_episodes, "test_episodes": test.num_episodes,
            "rounds": data.num_rounds, "load": args.load, "loadavg_before": list(os.getloadavg())}
-    fmodel = function_model(network_model(experiment, model))
+    fmodel = function_model(network_model(experiment, model), args.features)
     row["mechanism"] = type(fmodel.mechanism).__name__
     start = time.perf_counter()
     try:
@@ -230,7 +230,8 @@ def markdown(report: dict) -> str:
     n, experiment = report["nuts"], report["experiment"]
     ml_key, svi_key = ML_KEY.get(experiment, "DIML (neural ML)"), SVI_KEY.get(experiment, "neural SVI")
     if experiment == "E7":
-        how = ("Anonymous family, `[mechanism.prior] space = \"function\"` (512 random features), `fit(method=\"auto\")` -> "
+        how = (f"Anonymous family, `[mechanism.prior] space = \"function\"` ({(report.get('inference') or {}).get('features', 512)} "
+               "random features), `fit(method=\"auto\")` -> "
                "the Laplace grid over the payoff scale; reproduce's data of the setting (80/20 split of its episodes)")
         ml_name = "anonymous ML"
     else:
@@ -285,6 +286,7 @@ def main(argv=None) -> int:
     parser.add_argument("--chains", type=int, help="NUTS chains (default 2; not for E7)")
     parser.add_argument("--warmup", type=int, help="NUTS warmup (default 300; not for E7)")
     parser.add_argument("--samples", type=int, help="draws per chain (default 300; E7: the Laplace grid's 1000 draws)")
+    parser.add_argument("--features", type=int, help="E7: random features of the function-space prior (default 512)")
     parser.add_argument("--no-ml", action="store_true", help="skip the neural ML comparison fit")
     parser.add_argument("--load", default="unrecorded", help="what else ran on the machine (recorded)")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results" / "coverage_neural")
@@ -304,7 +306,8 @@ def main(argv=None) -> int:
     stem = f"{args.setting}_{args.variant}"
     out_json, out_md = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
     nuts = {"num_chains": args.chains, "num_warmup": args.warmup, "num_samples": args.samples}
-    report_inference = {"method": "auto (laplace_grid)", "num_samples": args.samples or 1000} if args.experiment == "E7" else None
+    report_inference = ({"method": "auto (laplace_grid)", "num_samples": args.samples or 1000, "features": args.features or 512}
+                        if args.experiment == "E7" else None)
     command = " ".join(["python", "benchmarks/coverage_neural.py", *(argv if argv is not None else sys.argv[1:])])
     rows: list[dict] = []
     commands = [command]
@@ -320,7 +323,8 @@ def main(argv=None) -> int:
         "experiment": args.experiment, "setting": args.setting, "variant": args.variant,
         "estimator": "anonymous function-space Laplace grid" if args.experiment == "E7" else ESTIMATOR,
         "inference": report_inference,
-        "model": ('family = "anonymous" (512 random features), [mechanism.prior] space = "function"' if args.experiment == "E7"
+        "model": (f'family = "anonymous" ({args.features or 512} random features), [mechanism.prior] space = "function"'
+                  if args.experiment == "E7"
                   else 'family = "neural" (hidden 128 x 128, default embedding), [mechanism.prior] space = "function"'),
         "nuts": nuts, "queries": "reproduce's rel_error/coverage90 queries: 4000 distinct-pair, test episodes, seed + 1; 400 draws",
         "machine": machine(), "command": command, "commands": commands, "load": args.load,

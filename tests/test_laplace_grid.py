@@ -153,3 +153,19 @@ def test_saved_laplace_grid_fit_loads_back(small_fits, tmp_path):
     assert isinstance(again.model.mechanism, AnonymousFunction) and again.method == "laplace_grid"
     queries = pd.DataFrame({"agent": [0], "action": [2], "baseline": [0], "joint": [" ".join(["1"] * AGENTS)]})
     pd.testing.assert_frame_equal(again.payoff_differences(queries), grid.payoff_differences(queries))
+
+
+def test_a_network_truth_is_refused_in_one_line(tmp_path):
+    network, _ = parse_spec({**spec_table(), "mechanism": {"family": "anonymous", "hidden": [4]}})
+    import jax
+
+    np.savez(tmp_path / "truth.npz", **{k: np.asarray(v) for k, v in network.mechanism.init_params(jax.random.key(0)).items()})
+    (tmp_path / "s.toml").write_text(
+        f'[game]\nagents = {AGENTS}\nactions = {ACTIONS}\n[mechanism]\nfamily = "anonymous"\n[mechanism.prior]\n'
+        'space = "function"\n[mechanism.truth]\nweights = "truth.npz"\n[learner]\nrule = "logit_q"\nalpha = 0.3\n'
+        "beta = 4.0\neps = 0.05\n"
+    )
+    with pytest.raises(SpecError) as info:
+        bd.read_spec(tmp_path / "s.toml")
+    message = str(info.value)
+    assert "network weights cannot be written in the function-space basis" in message and "\n" not in message

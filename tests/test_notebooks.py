@@ -47,7 +47,7 @@ SMALL_SETTINGS: dict[str, dict] = {
         TAB_EPISODES=6, TAB_ROUNDS=15, PROGRESS=False,
     ),
     "03_large_anonymous_game.ipynb": dict(
-        NUM_AGENTS=300, NUM_EPISODES=4, NUM_ROUNDS=10, SVI_STEPS=200, NUM_DRAWS=50,
+        NUM_AGENTS=300, NUM_EPISODES=4, NUM_ROUNDS=10, FEATURES=64, NUM_DRAWS=200,
         NUM_QUERIES=8, SCALING_AGENTS=[30, 300], PAPER_SPEC="e7_n40_a10.toml", PAPER_EPISODES=2,
         TIMING_REPEATS=1, PROGRESS=False,
     ),
@@ -86,6 +86,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "table_error": "table_error",
         "all_in_support": "bool(table['in_support'].all())",
         "relative_error": "relative_error",
+        "method": "fit.method",
+        "grid_weight": "float(grid['weight'].sum())",
         "seconds_per_gradient": "seconds_per_gradient",
     },
     "04_your_own_data.ipynb": {
@@ -301,6 +303,7 @@ def test_03_large_anonymous_game(tmp_path):
     assert out["all_in_support"]
     assert out["seconds_per_gradient"] > 0
     assert out["relative_error"] < 0.5  # MSE(est - true) / Var(true), in-support differences
+    assert out["method"] == "laplace_grid" and abs(out["grid_weight"] - 1.0) < 1e-6
 
 
 @pytest.mark.slow

@@ -9,7 +9,12 @@ The rule (``choose_method``), in order:
    over the network becomes a prior over the payoff table, and tabular NUTS is
    calibrated at 540 and 2,000 free differences (issue 17; its coverage is being
    measured there).
-2. **A family that sets ``Mechanism.svi_warning``** (neural with a prior over its
+2. **The anonymous family with the function-space prior** (``AnonymousFunction``, whose
+   ``Mechanism.auto_inference`` is ``"laplace_grid"``): the Laplace grid over the payoff
+   scale (``laplace_grid.run_laplace_grid``), whatever the size: the payoffs are linear in
+   the coordinates given the scale, and the grid needs one Hessian per point where NUTS
+   would need thousands of gradients per draw.
+3. **A family that sets ``Mechanism.svi_warning``** (neural with a prior over its
    weights, anonymous):
    SVI with a low-rank multivariate normal guide (``guide = "lowrank"``), with
    minibatches of episodes when the data would need more than
@@ -17,7 +22,7 @@ The rule (``choose_method``), in order:
    over thousands of network weights has no measured budget on a CPU, and these
    intervals are *not* calibrated: ``calibration_warning`` says so, with the measured
    coverage, and ``fit`` warns (``UncalibratedWarning``).
-3. **Every other family** (tabular, congestion, public goods, linear): NUTS when the
+4. **Every other family** (tabular, congestion, public goods, linear): NUTS when the
    model has at most ``NUTS_MAX_DIM`` latent coordinates (the mass matrix, dense or the
    Laplace frame, as ``nuts.run_nuts`` decides from the size); public goods with a
    subsidy network with ``PublicGoods.NETWORK_NUTS`` (E3's measured settings, from
@@ -28,7 +33,10 @@ Measured (90% intervals of the true payoff differences, 2-core CPU): tabular NUT
 (E1, 540 differences) and 0.910 (E2, 2,000) pooled over three truth draws, 86-112 s per
 fit; congestion NUTS 0.866 over 20 draws (E2), 84-94 s; public goods with a 64-unit
 subsidy network 0.918 over 8 draws (E3), 380-400 s; neural mean-field SVI 0.33 (E2),
-0.25 (E2 scaled), 0.71 (E1 scaled), 0.75 (E3 scaled); anonymous SVI not measured.
+0.25 (E2 scaled), 0.71 (E1 scaled), 0.75 (E3 scaled); anonymous SVI not measured. Neural
+function-space NUTS (2 x (300 + 300)): 0.920 (E1 scaled), 0.908 (E2 scaled), 0.903 (E2)
+pooled over 8 draws each, 170-380 s. Anonymous function-space Laplace grid (512 features):
+E7 with 40 agents (``benchmarks/results/coverage_neural/``), see docs/results.md.
 """
 
 from __future__ import annotations

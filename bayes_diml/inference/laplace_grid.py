@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import FitError
 from .adam import _adam_blocks
 from .potential import SamplerResult, _constrain, _potential, _prior_starts
-from .preconditioning import hessian, inverse_hessian
+from .preconditioning import HESSIAN_CHUNK, hessian, inverse_hessian
 
 __all__ = ["run_laplace_grid", "SCALE_SITE", "GRID_STEP", "GRID_DROP", "GRID_MAX_POINTS"]
 
@@ -57,8 +57,23 @@ NEWTON_STEPS = 40
 NEWTON_HESSIANS = 3
 """Hessians per grid point at most (the one at the mode included)."""
 
-NEWTON_TOL = 1e-5
-"""Newton stops when the largest step in ``x`` is below this (unconstrained units)."""
+HESSIAN_PLAYS = 2**21
+"""Plays (episode x round x agent) times Hessian columns computed at once: the columns of
+a chunk each hold a gradient's intermediates, so large data sets take fewer at a time
+(``hessian_columns``)."""
+
+NEWTON_TOL = 1e-3
+"""Newton stops when half the Newton decrement ``g^T H^-1 g / 2`` (the log density a full
+step would gain, Boyd & Vandenberghe 2004, §9.5) is below this: the mode is then within
+``sqrt(2 * NEWTON_TOL) = 0.045`` posterior sds in the Hessian's metric. (A step length
+criterion never settles in float32, whose rounding of a log density of 10**4 is 10**-3.)"""
+
+
+def hessian_columns(num_plays: int) -> int:
+    """Hessian columns computed together for data of ``num_plays`` plays: at most
+    ``preconditioning.HESSIAN_CHUNK``, at least 1, so that columns x plays stays within
+    ``HESSIAN_PLAYS``."""
+    return int(np.clip(HESSIAN_PLAYS // max(int(num_plays), 1), 1, HESSIAN_CHUNK))
 
 
 def _scale_index(unravel_like, flat_size: int, dtype) -> int:
@@ -107,7 +122,8 @@ def run_laplace_grid(
     joined = lambda h, x: unravel(jnp.concatenate([x[:i], jnp.reshape(h, (1,)).astype(x.dtype), x[i:]]))  # noqa: E731
     energy = lambda x, h: _potential(fn, joined(h, x), jax.random.key(0), *args)  # noqa: E731
     value_grad = jax.jit(jax.value_and_grad(energy))
-    curvature = jax.jit(lambda x, h: hessian(lambda y: energy(y, h), x))
+    columns = hessian_columns(int(np.prod(actions.shape)))
+    curvature = jax.jit(lambda x, h: hessian(lambda y: energy(y, h), x, columns))
     x_map = jnp.concatenate([flat0[:i], flat0[i + 1:]])
     h_map = float(flat0[i])
 
@@ -182,12 +198,12 @@ def _newton(value_grad, curvature, x, h, previous):
     total = 0
     for _ in range(NEWTON_HESSIANS):
         for _ in range(NEWTON_STEPS):
-            x, value, grad, size = _damped_step(value_grad, x, h, value, grad, eigen)
+            x, value, grad, gain = _damped_step(value_grad, x, h, value, grad, eigen)
             total += 1
-            if size < NEWTON_TOL:
+            if gain < NEWTON_TOL:
                 break
         eigen = _eigen(curvature(x, h), h)
-        if size < NEWTON_TOL:
+        if _decrement(grad, eigen) < NEWTON_TOL:
             break
     eigenvalues, vectors = eigen
     if eigenvalues.min() <= 0:
@@ -209,18 +225,29 @@ def _eigen(matrix, h):
     return eigenvalues, vectors
 
 
-def _damped_step(value_grad, x, h, value, grad, eigen):
-    """One step ``-H^-1 grad`` (eigenvalues floored: a start where ``U`` is not convex),
-    halved until ``U`` does not increase; returns the new point, value, gradient and the
-    largest coordinate change."""
+def _newton_step(grad, eigen) -> np.ndarray:
+    """``-H^-1 grad``, eigenvalues floored (a start where ``U`` is not convex)."""
     eigenvalues, vectors = eigen
     floor = 1e-6 * max(1.0, float(np.abs(eigenvalues).max()))
-    step = -(vectors / np.maximum(eigenvalues, floor)) @ (vectors.T @ np.asarray(grad, np.float64))
+    return -(vectors / np.maximum(eigenvalues, floor)) @ (vectors.T @ np.asarray(grad, np.float64))
+
+
+def _decrement(grad, eigen) -> float:
+    """Half the Newton decrement, ``g^T H^-1 g / 2``."""
+    return float(-0.5 * np.asarray(grad, np.float64) @ _newton_step(grad, eigen))
+
+
+def _damped_step(value_grad, x, h, value, grad, eigen):
+    """One Newton step (``_newton_step``), halved until ``U`` does not increase; returns the
+    new point, value, gradient and the decrement's gain at the old point (0 when no step
+    lowered ``U``: the float32 rounding of ``U`` hides what is left)."""
+    step = _newton_step(grad, eigen)
+    gain = float(-0.5 * np.asarray(grad, np.float64) @ step)
     scale = 1.0
     for _ in range(30):
         trial = x + jnp.asarray(scale * step, x.dtype)
         trial_value, trial_grad = value_grad(trial, h)
         if np.isfinite(float(trial_value)) and float(trial_value) <= float(value):
-            return trial, trial_value, trial_grad, scale * float(np.abs(step).max())
+            return trial, trial_value, trial_grad, gain
         scale /= 2
     return x, value, grad, 0.0

@@ -25,15 +25,15 @@ HESSIAN_CHUNK = 32
 many gradients' worth of the likelihood's intermediates."""
 
 
-def hessian(f, flat):
+def hessian(f, flat, chunk: int = HESSIAN_CHUNK):
     """Hessian of the scalar ``f`` at the flat vector ``flat``, column by column as
     forward-over-reverse Hessian-vector products ``H e_j = d/dt grad f(flat + t e_j)``
-    (as ``jax.hessian`` does), ``HESSIAN_CHUNK`` columns at a time. Traceable (call it
-    under ``jax.jit``)."""
+    (as ``jax.hessian`` does), ``chunk`` columns at a time. Traceable (call it under
+    ``jax.jit``)."""
     grad = jax.grad(f)
     column = lambda e: jax.jvp(grad, (flat,), (e,))[1]  # noqa: E731
     eye = jnp.eye(flat.size, dtype=flat.dtype)
-    return jax.lax.map(column, eye, batch_size=min(HESSIAN_CHUNK, flat.size))
+    return jax.lax.map(column, eye, batch_size=min(chunk, flat.size))
 
 
 def inverse_hessian(matrix):

@@ -42,11 +42,12 @@ class Anonymous(NetworkMechanism):
     family = "anonymous"
     allows_absence = True
     svi_warning = (
-        "SVI intervals on the anonymous family have not been shown calibrated: no Bayesian fit of the "
-        "paper's anonymous games (E7) has been checked against a truth, and on the neural family the same "
+        "SVI intervals on the anonymous family (prior over the network's weights) have not been shown "
+        "calibrated: no such fit of the paper's anonymous games (E7) was checked against a truth, and on the neural family the same "
         "guides' 90% intervals covered only 0.25-0.75 of the true payoff differences (docs/results.md); "
-        "read them as too narrow (a lower bound on the uncertainty). To keep them, pass "
-        "accept_uncalibrated=True (--accept-uncalibrated)."
+        "read them as too narrow (a lower bound on the uncertainty). Use the function-space prior "
+        '([mechanism.prior] space = "function"), which fits with the Laplace grid and was measured calibrated on E7; '
+        "to keep these intervals, pass accept_uncalibrated=True (--accept-uncalibrated)."
     )
     counts_context = True
     embed_bounds = (12, 32)

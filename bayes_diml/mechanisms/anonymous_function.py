@@ -158,6 +158,18 @@ class AnonymousFunction(Mechanism):
             )
         super().check_prior_options(options, where)
 
+    def truth_params(self, params, where="[mechanism.truth]"):
+        """A ``readout`` is kept; network weights are refused in one line (a network is not a
+        combination of these features: simulate with ``space = "weights"``)."""
+        from ..errors import SpecError
+
+        if "readout" not in params and {"embed", "w0"} <= set(params):
+            raise SpecError(
+                f"{where}: network weights cannot be written in the function-space basis; simulate with the network "
+                "(drop [mechanism.prior] space) and fit this model to the simulated data"
+            )
+        return params
+
     # ------------------------------------------------------------------- spec
     @classmethod
     def spec_kwargs(cls, section, where, base_dir):
