@@ -262,7 +262,7 @@ def markdown(report: dict) -> str:
             f"| {_f(r['width90_in_support'])} / {_f(r['width90_off_support'])} | {_f(r['rel_error'])} "
             f"| {_f(ml.get('rel_error'))} | {_f(com.get(ml_key, {}).get('rel_error'))} "
             f"| {_f(com.get(svi_key, {}).get('coverage90'))} | {_f(r.get('rhat_differences_all'), 4)} "
-            f"| {_f(r.get('max_rhat'), 4)} | {r.get('divergences')} | {_f(r.get('wall_seconds'), 0)} |"
+            f"| {_f(r.get('max_rhat'), 4)} | {_f(r.get('divergences'))} | {_f(r.get('wall_seconds'), 0)} |"
         )
     p = report["pooled"]
     lines += [

@@ -28,9 +28,10 @@ FEATURE_SEED = 20_261_206
 """The fixed key of the random features, so that the prior (and every fit) is deterministic."""
 
 DEFAULT_FEATURES = 512
-"""Random features by default. The basis spans what the data constrain when its
-covariance is close to the limit one: measured on E7 (40 agents, 10 actions) with 512
-features, 90% coverage of the true differences of two-layer networks (docs/results.md)."""
+"""Random features by default. Measured on E7 (40 agents, 10 actions; truths are two-layer
+256 x 256 networks): 90% intervals covered 0.872 (scaled) and 0.907 (paper's scale) of
+the true differences over 8 draws each (docs/results.md); 1,536 features did not change
+the worst draw's coverage (0.686 against 0.696)."""
 
 
 @functools.lru_cache(maxsize=16)
