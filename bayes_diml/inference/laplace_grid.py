@@ -152,18 +152,7 @@ def run_laplace_grid(
     log_evidence = np.array([points[s]["log_evidence"] for s in steps])
     weights = np.exp(log_evidence - log_evidence.max())
     weights /= weights.sum()
-    counts = np.asarray(jax.random.multinomial(k_mix, num_samples, jnp.asarray(weights)), int) if len(steps) > 1 \
-        else np.array([num_samples])
-    flats = []
-    for s, count, k in zip(steps, counts, jax.random.split(k_draw, len(steps))):
-        if count == 0:
-            continue
-        p = points[s]
-        normal = np.asarray(jax.random.normal(k, (int(count), p["x"].size)), np.float64)
-        x = np.asarray(p["x"], np.float64)[None] + normal @ (p["vectors"] / np.sqrt(p["eigenvalues"])).T
-        h = np.full((int(count), 1), p["h"])
-        flats.append(np.concatenate([x[:, :i], h, x[:, i:]], axis=1))
-    flats = np.concatenate(flats)[np.asarray(jax.random.permutation(k_draw, num_samples))]
+    flats = _mixture_draws([points[s] for s in steps], weights, i, num_samples, k_mix, k_draw)
     zs = jax.vmap(unravel)(jnp.asarray(flats, flat0.dtype))
     posterior = {k: np.asarray(v)[None] for k, v in _constrain(fn, zs, *args).items()}
     grid = [
@@ -181,6 +170,22 @@ def run_laplace_grid(
         "latent_dim": int(flat0.size),
     }
     return SamplerResult(posterior, None, info)
+
+
+def _mixture_draws(points: list[dict], weights: np.ndarray, i: int, num_samples: int, k_mix, k_draw) -> np.ndarray:
+    """``num_samples`` flat draws of the mixture: counts per grid point from a multinomial
+    of ``weights``, each point's ``N(x*, H^-1)`` draws with its ``log s`` put back at
+    position ``i``, shuffled."""
+    counts = (np.asarray(jax.random.multinomial(k_mix, num_samples, jnp.asarray(weights)), int) if len(points) > 1
+              else np.array([num_samples]))
+    flats = []
+    for p, count, k in zip(points, counts, jax.random.split(k_draw, len(points))):
+        if count == 0:
+            continue
+        normal = np.asarray(jax.random.normal(k, (int(count), p["x"].size)), np.float64)
+        x = np.asarray(p["x"], np.float64)[None] + normal @ (p["vectors"] / np.sqrt(p["eigenvalues"])).T
+        flats.append(np.concatenate([x[:, :i], np.full((int(count), 1), p["h"]), x[:, i:]], axis=1))
+    return np.concatenate(flats)[np.asarray(jax.random.permutation(k_draw, num_samples))]
 
 
 def _newton(value_grad, curvature, x, h, previous):

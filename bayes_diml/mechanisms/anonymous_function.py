@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .base import Mechanism, map_in_blocks, present_counts
-from .neural import PRIOR_SPACES, prior_space
+from .network import refuse_weight_space
+from .neural import PRIOR_SPACES
 from .options import positive_number
 
 __all__ = ["AnonymousFunction", "FEATURE_SEED", "DEFAULT_FEATURES"]
@@ -150,13 +151,7 @@ class AnonymousFunction(Mechanism):
 
     def check_prior_options(self, options, where="[mechanism.prior]"):
         """``space`` (``"function"`` or absent here) and ``output_scale``."""
-        from ..errors import SpecError
-
-        if "space" in options and prior_space(options, where) != "function":
-            raise SpecError(
-                f"{where}: space = \"weights\" is the network's Anonymous mechanism, but this model holds an "
-                "AnonymousFunction; build Anonymous(...) instead, or drop 'space'"
-            )
+        refuse_weight_space(options, where, "an AnonymousFunction", "Anonymous")
         super().check_prior_options(options, where)
 
     def truth_params(self, params, where="[mechanism.truth]"):

@@ -16,6 +16,19 @@ from .options import positive_int_list
 __all__ = ["NetworkMechanism"]
 
 
+def refuse_weight_space(options: dict, where: str, function_class: str, network_class: str) -> None:
+    """A function-space mechanism's ``check_prior_options``: refuse ``space = "weights"`` in
+    one line (that prior is the network's own class)."""
+    from ..errors import SpecError
+    from .neural import prior_space
+
+    if "space" in options and prior_space(options, where) != "function":
+        raise SpecError(
+            f"{where}: space = \"weights\" is the weight-space {network_class} mechanism, but this model holds "
+            f"{function_class}; build {network_class}(...) instead, or drop 'space'"
+        )
+
+
 def _prior_where(where: str) -> str:
     """``"spec.toml [mechanism]"`` -> ``"spec.toml [mechanism.prior]"``."""
     return where[:-1] + ".prior]" if where.endswith("[mechanism]") else where

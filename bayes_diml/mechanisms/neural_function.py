@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .layers import sample_network
-from .network import _prior_where
-from .neural import PRIOR_SPACES, TABLE_MAX_JOINT, Neural, prior_space
+from .network import _prior_where, refuse_weight_space
+from .neural import PRIOR_SPACES, TABLE_MAX_JOINT, Neural
 from .options import SPEC_COMMON_KEYS, check_keys, positive_number
 from .tabular import Tabular
 
@@ -197,13 +197,7 @@ class NeuralFunction(Tabular):
 
     def check_prior_options(self, options, where="[mechanism.prior]"):
         """``space`` (``"function"`` or absent here), ``weight_scale``, ``output_scale``."""
-        from ..errors import SpecError
-
-        if "space" in options and prior_space(options, where) != "function":
-            raise SpecError(
-                f"{where}: space = \"weights\" is the weight-space Neural mechanism, but this model holds a "
-                "NeuralFunction; build Neural(...) instead, or drop 'space'"
-            )
+        refuse_weight_space(options, where, "a NeuralFunction", "Neural")
         super().check_prior_options(options, where)
 
     # ----------------------------------------------------------------- priors
