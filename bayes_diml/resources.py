@@ -212,7 +212,8 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
     D = latent_size(model, num_episodes)
     batch = options.get("batch_episodes") or num_episodes
     cells = batch * num_rounds * n * A
-    lik = LIKELIHOOD_FLOATS_PER_CELL * cells * f
+    per_round = 2 * model.mechanism.round_entries()  # a network's activations on each round's table (and tangents)
+    lik = (LIKELIHOOD_FLOATS_PER_CELL * cells + per_round * batch * num_rounds) * f
     table = _table_bytes(model, f)
     parts: dict[str, int] = {}
     if method == "map":
@@ -238,8 +239,12 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
     elif method == "laplace_grid":
         from .inference.laplace_grid import GRID_MAX_POINTS, hessian_columns
 
-        columns = min(D, hessian_columns(batch * num_rounds * n))
+        columns = min(D, hessian_columns(lik))
         parts[f"the likelihood of {count_text(cells)} cells x {columns} Hessian columns"] = columns * lik + table
+        if batch < num_episodes:  # the modes' gradients use every episode
+            full = num_episodes * num_rounds
+            parts[f"the gradient on all {count_text(full * n * A)} cells"] = (
+                LIKELIHOOD_FLOATS_PER_CELL * full * n * A + per_round * full) * f
         parts[f"up to {GRID_MAX_POINTS} grid points' {count_text(D)} x {count_text(D)} Hessians"] = (
             GRID_MAX_POINTS * 2 * D * D * 8
         )

@@ -275,3 +275,18 @@ def test_the_function_space_mechanism_gets_nuts():
     choice = auto.choose_method(model, sizes())
     assert choice.method == "nuts" and "function-space prior" in choice.reason
     assert auto.calibration_warning(model, "svi") is None
+
+
+def test_auto_takes_laplace_grid_hessians_from_a_minibatch_on_large_data():
+    """Above ``HESSIAN_MAX_PLAYS`` plays the Hessians come from the most episodes within it
+    (counted here by hand: 10,000 agents x 25 rounds = 250,000 plays per episode, so one
+    episode of four; 300 agents x 25 rounds x 12 episodes = 90,000 plays: all)."""
+    from bayes_diml.inference.laplace_grid import HESSIAN_MAX_PLAYS
+
+    assert HESSIAN_MAX_PLAYS == 262_144
+    large = auto.choose_method(model_of(AnonymousFunction(num_agents=10_000, num_actions=4)), sizes(4, 25))
+    assert large.method == "laplace_grid" and large.options == {"batch_episodes": 1}
+    assert "Hessians from 1 of the 4 episodes" in large.reason and "\n" not in large.reason
+    middle = auto.choose_method(model_of(AnonymousFunction(num_agents=1_000, num_actions=4)), sizes(40, 25))
+    assert middle.options == {"batch_episodes": 10}  # 10 x 25 x 1,000 = 250,000 <= 262,144 < 11 x 25,000
+    assert auto.choose_method(model_of(AnonymousFunction(num_agents=300, num_actions=4)), sizes(12, 25)).options == {}

@@ -90,12 +90,7 @@ def test_payoffs_match_a_numpy_loop_over_agents_with_absences():
 def small_fits():
     """A random network truth (anonymous, one hidden layer of 16, payoffs x 4), 10 x 25
     rounds; the function-space model fitted by the Laplace grid and by NUTS."""
-    truth_model, _ = parse_spec({**spec_table(), "mechanism": {"family": "anonymous", "hidden": [16]}})
-    import jax
-
-    params = truth_model.mechanism.scale_params(truth_model.mechanism.init_params(jax.random.key(3)), 4.0)
-    truth = {"mechanism": params, "learner": truth_model.learner_values()}
-    data = bd.simulate(truth_model, truth, num_episodes=10, num_rounds=25, seed=1)
+    truth_model, truth, data = small_fits_data()
     model, _ = parse_spec(spec_table())
     grid = bd.fit(model, data, seed=0, num_samples=2000, progress=False, posterior_predictive_draws=5)
     nuts = bd.fit(model, data, method="nuts", seed=0, num_chains=2, num_warmup=400, num_samples=1000, progress=False,
@@ -133,6 +128,41 @@ def test_laplace_grid_agrees_with_nuts_on_the_same_model(small_fits):
     print(f"sd ratio mean {np.mean(ratio):.3f}, range {ratio.min():.3f}-{ratio.max():.3f}; "
           f"payoff scale median {scale_grid:.3f} (grid) vs {scale_nuts:.3f} (NUTS)")
     assert abs(scale_grid / scale_nuts - 1) < 0.15, (scale_grid, scale_nuts)
+
+
+def test_minibatch_hessians_are_scaled_to_all_episodes():
+    """``batch_episodes = B`` takes the Hessians from ``B`` of the ``E`` episodes, scaled by
+    ``E / B``. On data whose episodes are copies of one episode, every minibatch's scaled
+    likelihood equals the full one (the independent reference: the full-data fit), so
+    the grid's evidences, its weights and the posterior's sds must agree with the fit
+    on all episodes to float rounding; a wrong scaling (no ``E / B``) moves the
+    evidences by hundreds and the sds by ``sqrt(E / B) = 2``."""
+    _, _, data = small_fits_data()
+    one = np.repeat(data.actions[:1], 8, axis=0)
+    copies = bd.Trajectories.from_arrays(one, num_actions=ACTIONS)
+    model, _ = parse_spec(spec_table())
+    fits = [bd.fit(model, copies, method="laplace_grid", seed=0, num_samples=4000, progress=False, ppc=False,
+                   posterior_predictive_draws=1, **extra) for extra in ({}, {"batch_episodes": 2})]
+    assert fits[1].info["hessian_episodes"] == 2 and fits[0].info["hessian_episodes"] == 8
+    evidence = [np.array([p["log_evidence"] for p in f.info["grid"]]) for f in fits]
+    scales = [np.array([p["payoff_scale"] for p in f.info["grid"]]) for f in fits]
+    common = np.intersect1d(np.round(scales[0], 4), np.round(scales[1], 4))
+    assert len(common) >= 5, scales
+    picked = [e[np.isin(np.round(s, 4), common)] for e, s in zip(evidence, scales)]
+    np.testing.assert_allclose(picked[0] - picked[0].max(), picked[1] - picked[1].max(), atol=0.05)
+    queries = bd.sample_queries(copies, 30, seed=2)
+    sd = [f.payoff_differences(queries)["sd"].to_numpy() for f in fits]
+    np.testing.assert_allclose(sd[1], sd[0], rtol=0.1)
+
+
+def small_fits_data():
+    """The truth and data of ``small_fits`` without its fits."""
+    truth_model, _ = parse_spec({**spec_table(), "mechanism": {"family": "anonymous", "hidden": [16]}})
+    import jax
+
+    params = truth_model.mechanism.scale_params(truth_model.mechanism.init_params(jax.random.key(3)), 4.0)
+    truth = {"mechanism": params, "learner": truth_model.learner_values()}
+    return truth_model, truth, bd.simulate(truth_model, truth, num_episodes=10, num_rounds=25, seed=1)
 
 
 def test_laplace_grid_refuses_a_model_without_a_payoff_scale():

@@ -13,7 +13,10 @@ The rule (``choose_method``), in order:
    ``Mechanism.auto_inference`` is ``"laplace_grid"``): the Laplace grid over the payoff
    scale (``laplace_grid.run_laplace_grid``), whatever the size: the payoffs are linear in
    the coordinates given the scale, and the grid needs one Hessian per point where NUTS
-   would need thousands of gradients per draw.
+   would need thousands of gradients per draw. When the data hold more than
+   ``laplace_grid.HESSIAN_MAX_PLAYS`` plays, the Hessians come from a minibatch of
+   episodes (``batch_episodes``, ``hessian_batch``): a Hessian costs one gradient per
+   coordinate, so its data are bounded, while the modes still use every episode.
 3. **A family that sets ``Mechanism.svi_warning``** (neural with a prior over its
    weights, anonymous):
    SVI with a low-rank multivariate normal guide (``guide = "lowrank"``), with
@@ -45,12 +48,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .laplace_grid import HESSIAN_MAX_PLAYS
+
 __all__ = [
     "MethodChoice",
     "choose_method",
     "calibration_warning",
     "latent_dim",
     "minibatch_episodes",
+    "hessian_batch",
     "NUTS_MAX_DIM",
     "MINIBATCH_MEMORY_SHARE",
 ]
@@ -121,6 +127,15 @@ def minibatch_episodes(model, num_episodes: int, num_rounds: int, options: dict)
     return low
 
 
+def hessian_batch(num_episodes: int, num_rounds: int, num_agents: int) -> int | None:
+    """Episodes of the Laplace grid's Hessians: ``None`` (all) when the data hold at most
+    ``laplace_grid.HESSIAN_MAX_PLAYS`` plays, else the most episodes within it (at least 1)."""
+    per_episode = num_rounds * num_agents
+    if num_episodes * per_episode <= HESSIAN_MAX_PLAYS:
+        return None
+    return max(1, HESSIAN_MAX_PLAYS // per_episode)
+
+
 def _lowrank_svi(model, data, dim: int, why: str) -> MethodChoice:
     """Low-rank SVI (rank ``round(sqrt(dim))``, NumPyro's default, given explicitly so that
     the memory guard counts it), with minibatches when the data are large."""
@@ -142,8 +157,14 @@ def choose_method(model, data) -> MethodChoice:
     dim = latent_dim(model, data.num_episodes, observed_payoffs(data) is not None)
     size = f"{dim:,} latent coordinates"
     if mechanism.auto_inference == "laplace_grid":
-        return MethodChoice("laplace_grid", {}, f"the Laplace grid: the {mechanism.family} family's function-space prior "
-                            f"({size}) is Gaussian given its payoff scale, and was measured calibrated on E7 (docs/results.md)")
+        why = (f"the Laplace grid: the {mechanism.family} family's function-space prior ({size}) is Gaussian given its "
+               "payoff scale, and was measured calibrated on E7 (docs/results.md)")
+        batch = hessian_batch(data.num_episodes, data.num_rounds, model.num_agents)
+        if batch is None:
+            return MethodChoice("laplace_grid", {}, why)
+        return MethodChoice("laplace_grid", {"batch_episodes": batch}, why + f"; Hessians from {batch} of the "
+                            f"{data.num_episodes} episodes, as the data hold more than the {HESSIAN_MAX_PLAYS:,} plays a "
+                            "Hessian is computed on")
     if mechanism.svi_warning is not None:
         return _lowrank_svi(model, data, dim, f"low-rank SVI for the {mechanism.family} family with a prior over network "
                             f"weights ({size}): NUTS was not measured there, and these intervals are not calibrated (see the warning)")

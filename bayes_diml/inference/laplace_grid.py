@@ -20,6 +20,18 @@ Jacobian. The grid starts at the joint MAP's ``h`` and walks out in steps of
 
 Any other latent coordinates (learner parameters with a prior) are part of ``x``:
 Newton's method then finds their conditional mode too, and the Gaussian covers them.
+
+Large games (``batch_episodes = B``): the modes ``x*(h)`` use every episode, but the
+Hessians come from one fixed random minibatch ``S`` of ``B`` of the ``E`` episodes,
+
+    H(h) ~ H_prior + (E / B) sum_{e in S} H_e(h),
+
+an unbiased estimate of the likelihood's curvature (a sum over episodes) whose cost and
+memory are those of ``B`` episodes: every Hessian column is a gradient, and a Hessian
+has ``d`` of them. The warm start then runs Adam on random minibatches of ``B``
+episodes. In an anonymous game each episode holds one term per agent and round, so with
+thousands of agents a few episodes fix the curvature well (measured against the
+full-data Hessian in ``benchmarks/anonymous_large.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from ..errors import FitError
 from .adam import _adam_blocks
 from .potential import SamplerResult, _constrain, _potential, _prior_starts
 from .preconditioning import HESSIAN_CHUNK, hessian, inverse_hessian
+from .svi import _subsampled
 
 __all__ = ["run_laplace_grid", "SCALE_SITE", "GRID_STEP", "GRID_DROP", "GRID_MAX_POINTS"]
 
@@ -57,10 +70,19 @@ NEWTON_STEPS = 40
 NEWTON_HESSIANS = 3
 """Hessians per grid point at most (the one at the mode included)."""
 
-HESSIAN_PLAYS = 2**21
-"""Plays (episode x round x agent) times Hessian columns computed at once: the columns of
-a chunk each hold a gradient's intermediates, so large data sets take fewer at a time
-(``hessian_columns``)."""
+HESSIAN_BYTES = 4 * 2**30
+"""Memory for the Hessian columns computed at once: each is a forward-over-reverse
+product, about ``HVP_GRADIENTS`` gradients' temporaries (``hessian_columns``)."""
+
+HESSIAN_MAX_PLAYS = 2**18
+"""``fit(method="auto")`` takes the Hessians from a minibatch of episodes when the data hold
+more plays (episode x round x agent) than this (``auto.hessian_batch``): 262,144 plays,
+e.g. E7's largest setting (300 agents, 12 x 25 training rounds: 90,000) whole, or one
+episode of 10,000 agents x 25 rounds."""
+
+HVP_GRADIENTS = 3
+"""A Hessian column's temporary memory in units of a gradient's (the tangents double the
+gradient's intermediates; one more for what XLA does not free in place)."""
 
 NEWTON_TOL = 1e-3
 """Newton stops when half the Newton decrement ``g^T H^-1 g / 2`` (the log density a full
@@ -69,11 +91,23 @@ step would gain, Boyd & Vandenberghe 2004, §9.5) is below this: the mode is the
 criterion never settles in float32, whose rounding of a log density of 10**4 is 10**-3.)"""
 
 
-def hessian_columns(num_plays: int) -> int:
-    """Hessian columns computed together for data of ``num_plays`` plays: at most
-    ``preconditioning.HESSIAN_CHUNK``, at least 1, so that columns x plays stays within
-    ``HESSIAN_PLAYS``."""
-    return int(np.clip(HESSIAN_PLAYS // max(int(num_plays), 1), 1, HESSIAN_CHUNK))
+def hessian_columns(gradient_bytes: int | None) -> int:
+    """Hessian columns computed together when one gradient needs ``gradient_bytes`` of
+    temporaries: at most ``preconditioning.HESSIAN_CHUNK``, at least 1, so that
+    ``columns x HVP_GRADIENTS x gradient_bytes`` stays within ``HESSIAN_BYTES`` (``None``,
+    unknown: one column at a time)."""
+    if gradient_bytes is None:
+        return 1
+    return int(np.clip(HESSIAN_BYTES // max(HVP_GRADIENTS * int(gradient_bytes), 1), 1, HESSIAN_CHUNK))
+
+
+def _gradient_bytes(f, *args) -> int | None:
+    """Temporary memory of ``jax.grad(f)(*args)`` as XLA compiles it (its memory analysis),
+    or ``None`` where the backend does not report it."""
+    try:
+        return int(jax.jit(jax.grad(f)).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
 
 
 def _scale_index(unravel_like, flat_size: int, dtype) -> int:
@@ -98,6 +132,7 @@ def run_laplace_grid(
     *,
     num_samples: int = 1000,
     warm_start_steps: int = 500,
+    batch_episodes: int | None = None,
     progress: bool = True,
     payoff=None,
 ) -> SamplerResult:
@@ -105,27 +140,32 @@ def run_laplace_grid(
 
     ``warm_start_steps`` Adam steps of the joint MAP (``_adam_blocks``) give the grid's
     centre and the first Newton start; ``num_samples`` draws are split over the grid
-    points in proportion to their weights. Stops with ``FitError`` when a conditional
-    Hessian is not positive definite (the conditional posterior is not unimodal there).
+    points in proportion to their weights. ``batch_episodes``: the Hessians (and the
+    warm start) from minibatches of that many episodes (module docstring); ``None`` or
+    at least the number of episodes: all of them. Stops with ``FitError`` when a
+    conditional Hessian is not positive definite (the conditional posterior is not
+    unimodal there).
     """
-    from tqdm.auto import tqdm
-
     args = (actions, mask, payoff)
-    k_start, k_adam, k_mix, k_draw = jax.random.split(key, 4)
+    k_start, k_adam, k_mix, k_draw, k_batch = jax.random.split(key, 5)
     start = time.perf_counter()
+    episodes = int(actions.shape[0])
+    batch = None if batch_episodes is None or int(batch_episodes) >= episodes else int(batch_episodes)
+    curved = fn if batch is None else _subsampled(fn, batch)  # the Hessians' (and the warm start's) model
     z0 = _prior_starts(fn, k_start[None], *args)
     if warm_start_steps > 0:
-        z0, _ = _adam_blocks(fn, z0, k_adam, args, 0.01, warm_start_steps, 100, "laplace_grid warm start", progress,
+        z0, _ = _adam_blocks(curved, z0, k_adam, args, 0.01, warm_start_steps, 100, "laplace_grid warm start", progress,
                              "joint MAP (Adam)")
     flat0, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda v: v[0], z0))
     i = _scale_index(unravel, flat0.size, flat0.dtype)
     joined = lambda h, x: unravel(jnp.concatenate([x[:i], jnp.reshape(h, (1,)).astype(x.dtype), x[i:]]))  # noqa: E731
     energy = lambda x, h: _potential(fn, joined(h, x), jax.random.key(0), *args)  # noqa: E731
     value_grad = jax.jit(jax.value_and_grad(energy))
-    columns = hessian_columns(int(np.prod(actions.shape)))
-    curvature = jax.jit(lambda x, h: hessian(lambda y: energy(y, h), x, columns))
+    curved_energy = lambda x, h: _potential(curved, joined(h, x), k_batch, *args)  # noqa: E731  (one fixed minibatch)
     x_map = jnp.concatenate([flat0[:i], flat0[i + 1:]])
     h_map = float(flat0[i])
+    columns = hessian_columns(_gradient_bytes(curved_energy, x_map, jnp.asarray(h_map, x_map.dtype)))
+    curvature = jax.jit(lambda x, h: hessian(lambda y: curved_energy(y, h), x, columns))
 
     points: dict[int, dict] = {}
 
@@ -136,18 +176,7 @@ def run_laplace_grid(
         points[step] = {"h": h, "x": x, **info}
         return points[step]
 
-    with tqdm(desc="laplace_grid (log payoff scale)", unit="point", disable=not progress) as bar:
-        centre = solve(0, None)
-        bar.update()
-        for direction in (1, -1):
-            point, step = centre, 0
-            while len(points) < GRID_MAX_POINTS:
-                step += direction
-                point = solve(step, point)
-                bar.update()
-                top = max(p["log_evidence"] for p in points.values())
-                if point["log_evidence"] < top - GRID_DROP:
-                    break
+    _walk_grid(solve, points, progress)
     steps = sorted(points)
     log_evidence = np.array([points[s]["log_evidence"] for s in steps])
     weights = np.exp(log_evidence - log_evidence.max())
@@ -163,6 +192,8 @@ def run_laplace_grid(
     info = {
         "num_samples": num_samples,
         "warm_start_steps": warm_start_steps,
+        "hessian_episodes": batch or episodes,
+        "hessian_columns": columns,
         "seconds": time.perf_counter() - start,
         "grid": grid,
         "grid_step": GRID_STEP,
@@ -170,6 +201,26 @@ def run_laplace_grid(
         "latent_dim": int(flat0.size),
     }
     return SamplerResult(posterior, None, info)
+
+
+def _walk_grid(solve, points: dict, progress: bool) -> None:
+    """Solve grid step 0, then steps 1, 2, ... and -1, -2, ... (each from its neighbour)
+    until ``log p(h | data)`` is ``GRID_DROP`` below the largest so far, or
+    ``GRID_MAX_POINTS`` are solved; ``solve(step, neighbour)`` adds to ``points``."""
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="laplace_grid (log payoff scale)", unit="point", disable=not progress) as bar:
+        centre = solve(0, None)
+        bar.update()
+        for direction in (1, -1):
+            point, step = centre, 0
+            while len(points) < GRID_MAX_POINTS:
+                step += direction
+                point = solve(step, point)
+                bar.update()
+                top = max(p["log_evidence"] for p in points.values())
+                if point["log_evidence"] < top - GRID_DROP:
+                    break
 
 
 def _mixture_draws(points: list[dict], weights: np.ndarray, i: int, num_samples: int, k_mix, k_draw) -> np.ndarray:

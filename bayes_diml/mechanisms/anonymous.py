@@ -66,6 +66,10 @@ class Anonymous(NetworkMechanism):
     def layer_sizes(self):
         return [self.embedding_size + self.num_actions, *self.hidden, 1]
 
+    def round_entries(self) -> int:
+        """``A x A`` table entries x the hidden units (``map_in_blocks`` keeps the products)."""
+        return self.num_actions**2 * sum(self.hidden)
+
     def payoff_function(self, params, own_action, shares):
         """``f(k, x)`` for arrays of own actions ``(...,)`` and shares ``(..., A)``."""
         x = jnp.concatenate([params["embed"][own_action], shares], axis=-1)

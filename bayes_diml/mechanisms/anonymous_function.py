@@ -106,6 +106,10 @@ class AnonymousFunction(Mechanism):
         """The random first layer (``_feature_layer``) as JAX arrays."""
         return tuple(jnp.asarray(a) for a in _feature_layer(self.num_actions, self.features, self.embedding_size))
 
+    def round_entries(self) -> int:
+        """``A x A`` table entries x ``H`` features (``map_in_blocks`` keeps the products)."""
+        return self.num_actions**2 * self.features
+
     # ----------------------------------------------------------------- params
     def param_shapes(self):
         return {"readout": (self.features,)}

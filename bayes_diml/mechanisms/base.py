@@ -164,6 +164,12 @@ class Mechanism:
         parameters (memory estimates, ``resources``); 0 when the family builds none."""
         return 0
 
+    def round_entries(self) -> int:
+        """Activations per round of data that the family's payoffs keep for the backward
+        pass (memory estimates, ``resources``): families that evaluate a network on each
+        round's ``A x A`` table; 0 by default."""
+        return 0
+
     # ------------------------------------------------------------------ labels
     def param_coords(self, action_labels=None) -> dict[str, list]:
         """Labels of parameter axes that only this family has, keyed by dimension name
