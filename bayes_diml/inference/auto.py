@@ -39,8 +39,8 @@ subsidy network 0.918 over 8 draws (E3), 380-400 s; neural mean-field SVI 0.33 (
 0.25 (E2 scaled), 0.71 (E1 scaled), 0.75 (E3 scaled); anonymous SVI not measured. Neural
 function-space NUTS (2 x (300 + 300)): 0.920 (E1 scaled), 0.908 (E2 scaled), 0.903 (E2)
 pooled over 8 draws each, 170-380 s. Anonymous function-space Laplace grid (512 features),
-E7 with 40 agents: 0.872 (scaled) and 0.907 (paper's scale) over 8 draws each, 35-96 s
-(``benchmarks/results/coverage_neural/``).
+E7 with 40 agents: 0.872 (scaled) and 0.907 (paper's scale) over 8 draws each, 35-96 s;
+120 agents: 0.905 (scaled) over 5 draws, 216-296 s (``benchmarks/results/coverage_neural/``).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ full-data Hessian in ``benchmarks/anonymous_large.py``).
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -159,13 +160,13 @@ def run_laplace_grid(
     flat0, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda v: v[0], z0))
     i = _scale_index(unravel, flat0.size, flat0.dtype)
     joined = lambda h, x: unravel(jnp.concatenate([x[:i], jnp.reshape(h, (1,)).astype(x.dtype), x[i:]]))  # noqa: E731
-    energy = lambda x, h: _potential(fn, joined(h, x), jax.random.key(0), *args)  # noqa: E731
-    value_grad = jax.jit(jax.value_and_grad(energy))
-    curved_energy = lambda x, h: _potential(curved, joined(h, x), k_batch, *args)  # noqa: E731  (one fixed minibatch)
-    x_map = jnp.concatenate([flat0[:i], flat0[i + 1:]])
-    h_map = float(flat0[i])
-    columns = hessian_columns(_gradient_bytes(curved_energy, x_map, jnp.asarray(h_map, x_map.dtype)))
-    curvature = jax.jit(lambda x, h: hessian(lambda y: curved_energy(y, h), x, columns))
+    energy = lambda x, h, *data: _potential(fn, joined(h, x), jax.random.key(0), *data)  # noqa: E731
+    curved_energy = lambda x, h, *data: _potential(curved, joined(h, x), k_batch, *data)  # noqa: E731  (a fixed minibatch)
+    x_map, h_map = jnp.concatenate([flat0[:i], flat0[i + 1:]]), float(flat0[i])
+    columns = hessian_columns(_gradient_bytes(curved_energy, x_map, jnp.asarray(h_map, x_map.dtype), *args))
+    value_grad = functools.partial(_on_data, jax.jit(jax.value_and_grad(energy)), args)
+    curvature = functools.partial(
+        _on_data, jax.jit(lambda x, h, *data: hessian(lambda y: curved_energy(y, h, *data), x, columns)), args)
 
     points: dict[int, dict] = {}
 
@@ -201,6 +202,13 @@ def run_laplace_grid(
         "latent_dim": int(flat0.size),
     }
     return SamplerResult(posterior, None, info)
+
+
+def _on_data(compiled, args, x, h):
+    """``compiled(x, h, *args)``: a program of ``(x, h)`` that takes the data as arguments
+    (closed over, they would be constants of the program, folded at compile time: seconds
+    and a copy of the data on large games)."""
+    return compiled(x, h, *args)
 
 
 def _walk_grid(solve, points: dict, progress: bool) -> None:
