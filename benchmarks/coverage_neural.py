@@ -163,7 +163,7 @@ def run_seed(experiment: str, variant: str, seed: int, args, log) -> dict:
         row["method_reason"] = result.info.get("method_reason")
         diagnostics = result.diagnostics()
         for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "mean_leapfrog_steps", "ebfmi", "grid",
-                    "edge_weight"):
+                    "edge_weight", "pareto_k", "pareto_k_draws"):
             row[key] = diagnostics.get(key)
         row["warnings"] = diagnostics.get("warnings")
         estimate = Estimate.from_fit(result, estimator)

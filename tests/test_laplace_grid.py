@@ -202,36 +202,53 @@ def test_a_network_truth_is_refused_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_laplace_grid_intervals_cover_truths_from_the_prior():
-    """Pooled 90% coverage of true payoff differences for three truths drawn from the
-    function-space prior itself (payoff scale 1.5, readout ``N(0, I)``): the model is
-    right, so a miss is the inference's (the Laplace grid's). 8 agents x 3 actions,
-    10 x 25 logit-Q play; 100 random queries per truth, 300 in all, their true
-    differences from the NumPy loop ``numpy_payoffs``.
+def test_laplace_grid_intervals_cover_truths_from_the_prior_or_say_they_cannot():
+    """Twenty truths drawn from the function-space prior itself (payoff scale from its
+    ``LogNormal(0, 1)``, readout ``N(0, s**2 I)``): the model is right, so a miss is the
+    inference's. 8 agents x 3 actions, 10 x 25 logit-Q play; 100 random queries per truth,
+    their true differences from the NumPy loop ``numpy_payoffs``.
 
-    The band: 300 independent hits would give an sd of 0.017 on the share. The queries of
-    one data set share its data, scale and errors (each data set's coverage moves as a
-    whole); a design effect of 4 (an effective 75 queries) gives an sd of 0.035, and
-    three of them below 0.9 is 0.80: the share must be at least 0.80 (a collapse such
-    as mean-field SVI's 0.25-0.60 on neural families fails it). Above, 1.0 is within 3
-    sd, so the posterior means must be informative instead: relative error below 0.5 on
-    each truth. Measured (2-core CPU, a benchmark on the same cores): see the print.
+    Where the Laplace grid's own check (the Pareto k of its importance weights,
+    ``laplace_grid.PARETO_K_MAX``) passes, its intervals must cover; where it fails, the fit
+    must say so (an ``UncalibratedWarning``). The band for the checked truths: their
+    coverage moves per data set as a whole (measured per-draw sd about 0.25 here, small
+    data and a payoff scale the data barely fix), so with at least 8 checked truths the
+    pooled share has an sd of about 0.09 and three of them below 0.9 is 0.63; the pool
+    must also hold at least 8 truths (a check that fails everything is no check), and
+    the posterior means must be informative (median relative error below 0.5).
+
+    Measured (2-core CPU, idle): 10 of 20 truths checked, pooled coverage 0.97 (per draw
+    0.78-1.0); the 10 flagged covered 0.0-1.0 (mean 0.75), with Pareto k from 0.85 to not
+    finite: flagged are the large payoff scales, where play is nearly deterministic and
+    the likelihood flattens (the Gaussians miss the posterior's long side).
     """
+    import warnings
+
+    from bayes_diml.errors import UncalibratedWarning
     from bayes_diml.metrics import relative_difference_error
 
     model, _ = parse_spec(spec_table())
     rng = np.random.default_rng(7)
-    covered, errors = [], []
-    for draw in range(3):
-        readout = 1.5 * rng.standard_normal(FEATURES)
+    covered, errors, flagged = [], [], 0
+    for draw in range(20):
+        scale = float(np.exp(rng.standard_normal()))
+        readout = scale * rng.standard_normal(FEATURES)
         truth = {"mechanism": {"readout": readout}, "learner": model.learner_values()}
         data = bd.simulate(model, truth, num_episodes=10, num_rounds=25, seed=20 + draw)
-        fit = bd.fit(model, data, method="laplace_grid", seed=draw, progress=False, ppc=False,
-                     posterior_predictive_draws=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = bd.fit(model, data, method="laplace_grid", seed=draw, progress=False, ppc=False,
+                         posterior_predictive_draws=1)
+        warned = any(issubclass(c.category, UncalibratedWarning) and "Pareto k" in str(c.message) for c in caught)
         joints = rng.integers(0, ACTIONS, (100, AGENTS))
         agents = rng.integers(0, AGENTS, 100)
         actions = rng.integers(0, ACTIONS, 100)
         baselines = (actions + 1 + rng.integers(0, ACTIONS - 1, 100)) % ACTIONS  # another action
+        assert warned == (fit.info["pareto_k"] > 0.7), (draw, fit.info["pareto_k"], warned)
+        if warned:
+            flagged += 1
+            assert any("Pareto k" in w for w in fit.diagnostics()["warnings"])
+            continue
         queries = pd.DataFrame({"agent": agents, "action": actions, "baseline": baselines,
                                 "joint": [" ".join(map(str, j)) for j in joints]})
         answer = fit.payoff_differences(queries, truth=truth["mechanism"])
@@ -243,7 +260,8 @@ def test_laplace_grid_intervals_cover_truths_from_the_prior():
         covered += list((true >= answer["q05"]) & (true <= answer["q95"]))
         errors.append(relative_difference_error(answer["mean"], true))
     coverage = float(np.mean(covered))
-    print(f"pooled 90% coverage {coverage:.3f} ({int(np.sum(covered))}/300), relative errors {np.round(errors, 3)}")
-    assert len(covered) == 300
-    assert 0.80 <= coverage <= 1.0, f"pooled 90% coverage {coverage:.3f} of 300 differences"
-    assert max(errors) < 0.5, f"relative errors {errors}"
+    print(f"checked {20 - flagged} of 20 truths: pooled 90% coverage {coverage:.3f} ({int(np.sum(covered))}/"
+          f"{len(covered)}), relative errors {np.round(errors, 3)}")
+    assert 20 - flagged >= 8, f"only {20 - flagged} of 20 fits passed their own check"
+    assert 0.63 <= coverage <= 1.0, f"pooled 90% coverage {coverage:.3f} over the checked truths"
+    assert np.median(errors) < 0.5, f"relative errors {errors}"

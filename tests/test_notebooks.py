@@ -88,6 +88,8 @@ RESULTS: dict[str, dict[str, str]] = {
         "relative_error": "relative_error",
         "method": "fit.method",
         "grid_weight": "float(grid['weight'].sum())",
+        "pareto_k": "min(fit.info['pareto_k'], 1e9)",
+        "pareto_k_draws": "fit.info['pareto_k_draws']",
         "seconds_per_gradient": "seconds_per_gradient",
     },
     "04_your_own_data.ipynb": {
@@ -304,6 +306,7 @@ def test_03_large_anonymous_game(tmp_path):
     assert out["seconds_per_gradient"] > 0
     assert out["relative_error"] < 0.5  # MSE(est - true) / Var(true), in-support differences
     assert out["method"] == "laplace_grid" and abs(out["grid_weight"] - 1.0) < 1e-6
+    assert out["pareto_k_draws"] >= 200 and out["pareto_k"] >= 0  # the grid checked itself
 
 
 @pytest.mark.slow

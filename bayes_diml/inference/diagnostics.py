@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .laplace_grid import approximation_warning
 from .results import CREDIBLE_LEVEL, ESS_MIN, FIXED, RHAT_MAX
 
 __all__ = ["diagnose", "summary", "sensitivity", "collapsed_learner_parameters", "EBFMI_MIN", "COLLAPSE_CORRELATION"]
@@ -94,24 +95,7 @@ def diagnose(fit) -> dict:
 
             out["warnings"].append(misfit_message(out["ppc"]))
     if fit.method != "nuts":
-        out.update({k: fit.info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in fit.info})
-        out["warnings"].append(
-            f"{fit.method.upper()} gives an approximation without MCMC convergence diagnostics; "
-            "check key results with NUTS (bayes-diml fit --method nuts; method='nuts' in Python) where the model is small enough."
-        )
-        if fit.method == "laplace_grid":
-            out.update({k: fit.info[k] for k in ("grid", "edge_weight") if k in fit.info})
-            if fit.info.get("edge_weight", 0.0) > EDGE_WEIGHT_MAX:
-                out["warnings"].append(
-                    f"The Laplace grid's outermost payoff scale carries {fit.info['edge_weight']:.1%} of the posterior "
-                    "weight: the scale's posterior reaches past the grid, so the intervals may be too narrow."
-                )
-        if fit.method == "map" and fit.info.get("optimum_spread", 0.0) > 1.0:
-            out["warnings"].append(
-                f"The MAP restarts ended {fit.info['optimum_spread']:.2f} log-density units apart: "
-                "the objective has several optima; more steps (--steps) or restarts (restarts= in Python) may find a better one."
-            )
-        return out
+        return _approximation_diagnostics(fit, out)
 
     import arviz as az
 
@@ -148,6 +132,35 @@ def diagnose(fit) -> dict:
     if any(x < EBFMI_MIN for x in out["ebfmi"]):
         w.append(f"E-BFMI below {EBFMI_MIN} in some chain: the sampler explores the energy poorly.")
     out["ok"] = not [x for x in w if x not in collapse]
+    return out
+
+
+def _approximation_diagnostics(fit, out: dict) -> dict:
+    """``out`` with what SVI, MAP and the Laplace grid report instead of MCMC diagnostics:
+    the optimisation summary, the grid (its edge weight) and the grid's Pareto ``k``
+    (``laplace_grid.approximation_warning``, once); without a check of their own, a
+    sentence that says so."""
+    info, w = fit.info, out["warnings"]
+    out.update({k: info.get(k) for k in ("final_elbo", "optimum_spread", "restarts") if k in info})
+    if fit.method != "laplace_grid" or "pareto_k" not in info:
+        w.append(
+            f"{fit.method.upper()} gives an approximation without MCMC convergence diagnostics; "
+            "check key results with NUTS (bayes-diml fit --method nuts; method='nuts' in Python) where the model is small enough."
+        )
+    elif (unchecked := approximation_warning(fit.method, info)) is not None and unchecked not in w:
+        w.append(unchecked)
+    if fit.method == "laplace_grid":
+        out.update({k: info[k] for k in ("grid", "edge_weight", "pareto_k", "pareto_k_draws") if k in info})
+        if info.get("edge_weight", 0.0) > EDGE_WEIGHT_MAX:
+            w.append(
+                f"The Laplace grid's outermost payoff scale carries {info['edge_weight']:.1%} of the posterior "
+                "weight: the scale's posterior reaches past the grid, so the intervals may be too narrow."
+            )
+    if fit.method == "map" and info.get("optimum_spread", 0.0) > 1.0:
+        w.append(
+            f"The MAP restarts ended {info['optimum_spread']:.2f} log-density units apart: "
+            "the objective has several optima; more steps (--steps) or restarts (restarts= in Python) may find a better one."
+        )
     return out
 
 

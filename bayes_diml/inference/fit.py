@@ -32,7 +32,7 @@ from ..likelihood import as_arrays
 from ..model import Model
 from ..sharding import shard_episodes, shard_padded, to_host, use_sharding
 from .auto import calibration_warning, choose_method
-from .laplace_grid import run_laplace_grid
+from .laplace_grid import approximation_warning, run_laplace_grid
 from .map import run_map
 from .numpyro_model import check_identifiable_setup, check_minibatch, draws_log_likelihoods, model_function, observed_payoffs
 from .nuts import run_nuts
@@ -124,15 +124,14 @@ def fit(
     data = _checked_inputs(model, data)
     method, options, choice = _resolved(model, data, method, options)
     _check_memory(model, data, method, options)
-    warning = None if accept_uncalibrated else calibration_warning(model, method)
-    if warning is not None:
-        warnings.warn(warning, UncalibratedWarning, stacklevel=2)
+    warning = _warned(None if accept_uncalibrated else calibration_warning(model, method))
     key = as_key(seed)
     k_fit, k_ppc = jax.random.split(key)
     observed = _observed(model, data, method, options, shard)
     start = time.perf_counter()
     run = _dispatch(method, model_function(model, round_chunk), observed, k_fit, options)
     wall_seconds = time.perf_counter() - start
+    warning = _warned(None if accept_uncalibrated else approximation_warning(method, run.info)) or warning
     info = _fit_info(run.info, wall_seconds, method, round_chunk, seed, key, observed.sharded)
     info.update(method_requested=requested, **choice)
     if warning is not None:
@@ -144,6 +143,15 @@ def fit(
         log_likelihood=_pointwise_log_likelihood(model, data, run.posterior, observed, round_chunk, options.get("batch_episodes")),
         posterior_predictive=predictive_frequencies(model, data, run.posterior, k_ppc, max_draws=posterior_predictive_draws),
     )
+
+
+def _warned(message: str | None) -> str | None:
+    """``message``, given as an ``UncalibratedWarning`` to ``fit``'s caller unless ``None``:
+    a family's intervals measured too narrow (``auto.calibration_warning``, before the
+    run) or an approximation whose own check failed (``laplace_grid.approximation_warning``)."""
+    if message is not None:
+        warnings.warn(message, UncalibratedWarning, stacklevel=3)
+    return message
 
 
 def _conditional_checks(model: Model, data, posterior: dict) -> dict:
