@@ -239,8 +239,9 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
     elif method == "laplace_grid":
         from .inference.laplace_grid import GRID_MAX_POINTS, hessian_columns
 
-        columns = min(D, hessian_columns(lik))
-        parts[f"the likelihood of {count_text(cells)} cells x {columns} Hessian columns"] = columns * lik + table
+        wide = lik * 8 // f  # the Hessians are float64 (laplace_grid._programs)
+        columns = min(D, hessian_columns(wide))
+        parts[f"the likelihood of {count_text(cells)} cells x {columns} float64 Hessian columns"] = columns * wide + table
         if batch < num_episodes:  # the modes' gradients use every episode
             full = num_episodes * num_rounds
             parts[f"the gradient on all {count_text(full * n * A)} cells"] = (

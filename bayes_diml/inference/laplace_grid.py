@@ -30,8 +30,8 @@ an unbiased estimate of the likelihood's curvature (a sum over episodes) whose c
 memory are those of ``B`` episodes: every Hessian column is a gradient, and a Hessian
 has ``d`` of them. The warm start then runs Adam on random minibatches of ``B``
 episodes. In an anonymous game each episode holds one term per agent and round, so with
-thousands of agents a few episodes fix the curvature well (measured against the
-full-data Hessian in ``benchmarks/anonymous_large.py``).
+thousands of agents a few episodes fix the curvature well (the scaling is checked against
+the full-data fit, where the two must agree, in tests/test_laplace_grid.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import FitError
-from ..resources import pointwise_batch
 from .adam import _adam_blocks
 from .potential import SamplerResult, _constrain, _potential, _prior_starts
 from .preconditioning import HESSIAN_CHUNK, hessian, inverse_hessian
@@ -102,9 +101,13 @@ fails where marginal intervals may still hold, so it is a warning, not a refusal
 PSIS_MIN_DRAWS = 200
 """Draws of the mixture whose importance weights give its Pareto ``k``, at least."""
 
+PSIS_MAX_AT_ONCE = 64
+"""Draws whose ``U`` is evaluated together at most (fewer when one evaluation's temporary
+memory times the count would pass ``HESSIAN_BYTES``)."""
+
 PSIS_PLAY_DRAWS = 2**28
 """Plays x draws evaluated for the Pareto ``k`` at most (beyond ``PSIS_MIN_DRAWS``): all
-1,000 draws up to 268,435 plays, 200 at 10,000 agents x 100 rounds."""
+1,000 draws up to 268,435 plays, 268 at a million plays (10,000 agents x 100 rounds)."""
 
 NEWTON_TOL = 1e-3
 """Newton stops when half the Newton decrement ``g^T H^-1 g / 2`` (the log density a full
@@ -123,11 +126,11 @@ def hessian_columns(gradient_bytes: int | None) -> int:
     return int(np.clip(HESSIAN_BYTES // max(HVP_GRADIENTS * int(gradient_bytes), 1), 1, HESSIAN_CHUNK))
 
 
-def _gradient_bytes(f, *args) -> int | None:
-    """Temporary memory of ``jax.grad(f)(*args)`` as XLA compiles it (its memory analysis),
-    or ``None`` where the backend does not report it."""
+def _temp_bytes(f, *args) -> int | None:
+    """Temporary memory of ``f(*args)`` as XLA compiles it (its memory analysis), or
+    ``None`` where the backend does not report it."""
     try:
-        return int(jax.jit(jax.grad(f)).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+        return int(jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes)
     except (AttributeError, NotImplementedError, TypeError):
         return None
 
@@ -245,15 +248,16 @@ def _programs(fn, curved, joined, k_batch, args, x) -> _Programs:
     energy = lambda x, h, *data: _potential(fn, joined(h, x), jax.random.key(0), *data)  # noqa: E731
     curved_energy = lambda x, h, *data: _potential(curved, joined(h, x), k_batch, *data)  # noqa: E731
     with jax.enable_x64(True):
-        used = _gradient_bytes(curved_energy, *_float64((x, 0.0, *args)))
-    columns = hessian_columns(used)
+        inputs = _float64((x, 0.0, *args))
+        columns = hessian_columns(_temp_bytes(jax.grad(curved_energy), *inputs))
+        one = _temp_bytes(energy, *inputs)  # U at one point: the Pareto check evaluates it at many
+    at_once = PSIS_MAX_AT_ONCE if one is None else int(np.clip(HESSIAN_BYTES // max(one, 1), 1, PSIS_MAX_AT_ONCE))
     return _Programs(
         value_grad=functools.partial(_on_data, jax.jit(jax.value_and_grad(energy)), args),
         curvature=_in_float64(jax.jit(lambda x, h, *data: hessian(lambda y: curved_energy(y, h, *data), x, columns)), args),
         energy64=_in_float64(jax.jit(energy), args),
         energies64=_in_float64(jax.jit(lambda xs, hs, *data: jax.lax.map(
-            lambda xh: energy(xh[0], xh[1], *data), (xs, hs), batch_size=pointwise_batch(int(np.prod(args[0].shape)))
-        )), args),
+            lambda xh: energy(xh[0], xh[1], *data), (xs, hs), batch_size=at_once)), args),
         columns=columns,
     )
 
