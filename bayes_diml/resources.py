@@ -237,11 +237,12 @@ def fit_memory(model, num_episodes: int, num_rounds: int, method: str, options: 
             DRAW_COPIES * int(options.get("num_samples", 1000)) * D * f
         )
     elif method == "laplace_grid":
-        from .inference.laplace_grid import GRID_MAX_POINTS, hessian_columns
+        from .inference.laplace_grid import GRID_MAX_POINTS, HVP_GRADIENTS, hessian_columns
 
         wide = lik * 8 // f  # the Hessians are float64 (laplace_grid._programs)
-        columns = min(D, hessian_columns(wide))
-        parts[f"the likelihood of {count_text(cells)} cells x {columns} float64 Hessian columns"] = columns * wide + table
+        columns = min(D, hessian_columns(wide))  # as the fit sizes them, each HVP_GRADIENTS gradients
+        parts[f"the likelihood of {count_text(cells)} cells x {columns} float64 Hessian columns"] = (
+            columns * HVP_GRADIENTS * wide + table)
         if batch < num_episodes:  # the modes' gradients use every episode
             full = num_episodes * num_rounds
             parts[f"the gradient on all {count_text(full * n * A)} cells"] = (
