@@ -5,10 +5,10 @@ what was measured (``docs/results.md``, ``docs/calibration_shipped/``; the READM
 The rule (``choose_method``), in order:
 
 1. **A neural mechanism with the function-space prior** (``NeuralFunction``, a tabular
-   game as far as inference goes): NUTS up to ``NUTS_MAX_DIM`` coordinates. The prior
-   over the network becomes a prior over the payoff table, and tabular NUTS is
-   calibrated at 540 and 2,000 free differences (issue 17; its coverage is being
-   measured there).
+   game as far as inference goes): NUTS up to ``NUTS_MAX_DIM`` coordinates, 2 chains x
+   (300 + 300) (``NeuralFunction.AUTO_NUTS``, the settings measured calibrated). The
+   prior over the network becomes a prior over the payoff table, and tabular NUTS is
+   calibrated at 540 and 2,000 free differences.
 2. **The anonymous family with the function-space prior** (``AnonymousFunction``, whose
    ``Mechanism.auto_inference`` is ``"laplace_grid"``): the Laplace grid over the payoff
    scale (``laplace_grid.run_laplace_grid``), whatever the size: the payoffs are linear in
