@@ -40,7 +40,7 @@ subsidy network 0.918 over 8 draws (E3), 380-400 s; neural mean-field SVI 0.33 (
 function-space NUTS (2 x (300 + 300)): 0.920 (E1 scaled), 0.908 (E2 scaled), 0.903 (E2)
 pooled over 8 draws each, 170-380 s. Anonymous function-space Laplace grid (512 features),
 E7 with 40 agents: 0.872 (scaled) and 0.907 (paper's scale) over 8 draws each, 35-96 s;
-120 agents: 0.905 (scaled) over 5 draws, 216-296 s (``benchmarks/results/coverage_neural/``);
+120 agents: 0.905 (scaled) and 0.914 (paper's scale) over 5 draws each, 216-296 s and 651-910 s (``benchmarks/results/coverage_neural/``);
 10,000 agents with Hessians from one of 4 episodes: 0.773 (one draw; the basis's misfit of
 the two-layer truth outgrows the intervals), 640 s, 9 GB (``benchmarks/anonymous_large.py``).
 """
